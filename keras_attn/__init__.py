@@ -1,0 +1,9 @@
+"""keras-attn: how attention changes the training of CNNs, on images and video.
+
+Importing the package registers every custom layer, so saved models load with
+`keras.saving.load_model(path)` (safe mode on) after `import keras_attn`.
+"""
+
+from keras_attn import layers  # noqa: F401  (registers serializable layers)
+
+__version__ = "0.1.0"
