@@ -1,0 +1,198 @@
+"""One training run in one run directory: the unit the CLIs, the tuner and the study share.
+
+A run directory holds `config.json` (the resolved config), `history.csv`,
+`summary.json`, `best.keras`, `logs/` (TensorBoard) and, while a run is
+unfinished, `backup/` (what `BackupAndRestore` resumes from).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from keras_attn.errors import UserError
+from keras_attn.training.callbacks import BestCheckpoint, EpochLine, HistoryCSV, LearningRateLogger
+from keras_attn.training.config import TrainConfig
+from keras_attn.training.files import atomic_write_json, read_json
+from keras_attn.training.optim import make_loss, make_optimizer
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN or infinite; `best.keras` still holds the last good model."""
+
+
+def prepare_run_dir(run_dir: Path, config: dict, overwrite: bool = False) -> None:
+    """Creates `run_dir` for `config`, or accepts it for a resume if it holds the same config."""
+    config = json.loads(json.dumps(config, default=str))
+    config_path = run_dir / "config.json"
+    if run_dir.exists() and overwrite:
+        shutil.rmtree(run_dir)
+    if config_path.exists():
+        previous = read_json(config_path)
+        if previous != config:
+            changed = sorted(
+                k for k in set(previous) | set(config) if previous.get(k) != config.get(k)
+            )
+            raise UserError(
+                f"{run_dir} holds a run with a different config (differs in: "
+                f"{', '.join(changed)}); pass --overwrite to replace it or choose another --run-dir"
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(config_path, config)
+
+
+def _resume_epoch(backup_dir: Path) -> int:
+    metadata = read_json(backup_dir / "training_metadata.json", default={})
+    return int(metadata.get("epoch", 0))
+
+
+def _one_hot(num_classes: int):
+    def convert(x, y):
+        return x, tf.one_hot(y, num_classes)
+
+    return convert
+
+
+def run_training(
+    build_model: Callable[[], keras.Model],
+    train_data: Callable[[int, int], tf.data.Dataset],
+    val_data: tf.data.Dataset,
+    steps_per_epoch: int,
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    config: dict,
+    summary_extra: dict | None = None,
+    overwrite: bool = False,
+    extra_callbacks: list | None = None,
+    progress_bar: bool | None = None,
+) -> dict:
+    """Trains (or resumes, or just reports) the run in `run_dir`; returns its summary.
+
+    Args:
+        build_model: builds the model (logits output); called after seeding, so
+            initial weights depend on `cfg.seed` only.
+        train_data: `train_data(start_epoch, epochs)` -> dataset of `(x, int label)`
+            batches covering those epochs back to back, `steps_per_epoch` each.
+        val_data: dataset of `(x, int label)` batches, fixed order.
+        config: the resolved configuration written to `config.json`; a resume
+            requires the same config.
+        summary_extra: merged into `summary.json` (data counts, skipped files...).
+        progress_bar: Keras' progress bar besides the epoch lines; default: on a terminal.
+    """
+    cfg.validate()
+    run_dir = Path(run_dir)
+    prepare_run_dir(run_dir, config, overwrite)
+    summary_path = run_dir / "summary.json"
+    summary = read_json(summary_path, default={})
+    if summary.get("status") == "completed":
+        print(f"{run_dir} is already complete; nothing to do.")
+        print(f"Best val_acc = {summary['best_val_accuracy']:.4f}")
+        return summary
+
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    model = build_model()
+    num_classes = int(model.output.shape[-1])
+    model.compile(
+        optimizer=make_optimizer(cfg, steps_per_epoch, model),
+        loss=make_loss(cfg),
+        metrics=["accuracy"],
+        jit_compile=cfg.jit_compile,
+    )
+
+    backup_dir = run_dir / "backup"
+    start_epoch = _resume_epoch(backup_dir)
+    if start_epoch:
+        print(f"Resuming {run_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
+    to_one_hot = _one_hot(num_classes)
+    train = train_data(start_epoch, cfg.epochs).map(to_one_hot)
+    val = val_data.map(to_one_hot)
+
+    previous_wall = float(summary.get("wall_seconds", 0.0))
+    started = time.perf_counter()
+    best = BestCheckpoint(
+        run_dir / "best.keras",
+        best=summary.get("best_val_accuracy", -math.inf) if start_epoch else -math.inf,
+        best_epoch=summary.get("best_epoch", 0) if start_epoch else 0,
+    )
+    summary = {**summary, **(summary_extra or {}), "epochs": cfg.epochs}
+
+    def write_summary(status: str, epochs_completed: int, **more) -> None:
+        summary.update(
+            status=status,
+            epochs_completed=epochs_completed,
+            best_val_accuracy=best.best if best.best_epoch else None,
+            best_epoch=best.best_epoch,
+            wall_seconds=round(previous_wall + time.perf_counter() - started, 2),
+            **more,
+        )
+        atomic_write_json(summary_path, summary)
+
+    last_logs: dict = {}
+
+    def after_epoch(epoch: int, logs: dict) -> None:
+        last_logs.update(logs)
+        write_summary("running", epoch, final_val_accuracy=logs.get("val_accuracy"))
+
+    epoch_line = EpochLine(cfg.epochs, on_epoch=after_epoch)
+    if progress_bar is None:
+        progress_bar = sys.stdout.isatty()
+    # An explicit ProgbarLogger ends its line before the epoch line is printed.
+    progbar = [keras.callbacks.ProgbarLogger()] if progress_bar else []
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(raise_error=True),
+        LearningRateLogger(),
+        keras.callbacks.TensorBoard(run_dir / "logs", write_graph=False, profile_batch=0),
+        HistoryCSV(run_dir / "history.csv"),
+        best,
+        *progbar,
+        epoch_line,
+        *(extra_callbacks or []),
+    ]
+    if cfg.early_stopping:
+        callbacks.append(
+            keras.callbacks.EarlyStopping("val_accuracy", mode="max", patience=cfg.early_stopping)
+        )
+    # Last, so an epoch is only marked done once everything above has been written.
+    callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True))
+
+    write_summary("running", start_epoch)
+    try:
+        model.fit(
+            train,
+            epochs=cfg.epochs,
+            initial_epoch=start_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=val,
+            callbacks=callbacks,
+            verbose=1 if progress_bar else 0,
+            shuffle=False,  # the datasets fix the order per seed and epoch
+        )
+    except RuntimeError as err:
+        if "NaN or Inf loss" not in str(err):
+            raise
+        epoch = epoch_line.current_epoch
+        write_summary("diverged", epoch - 1, failure=f"loss diverged in epoch {epoch}: {err}")
+        raise TrainingDiverged(
+            f"training diverged in epoch {epoch} ({str(err).split('.')[0]}); "
+            f"best.keras keeps the last good model (epoch {best.best_epoch})"
+        ) from None
+    except KeyboardInterrupt:
+        write_summary("interrupted", epoch_line.current_epoch - 1)
+        raise
+
+    epochs_done = int(summary.get("epochs_completed", start_epoch))
+    stopped_early = epochs_done < cfg.epochs
+    write_summary("completed", epochs_done, stopped_early=stopped_early)
+    if best.best_epoch:
+        print(f"Best val_acc = {best.best:.4f}")
+    return summary
