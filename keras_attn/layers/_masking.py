@@ -1,0 +1,46 @@
+"""Frame masks for the temporal modules: (B, T) bool or 0/1, False/0 marks a padded frame."""
+
+import keras
+from keras import ops
+
+
+class ClipEncoder(keras.layers.Layer):
+    """Base of the temporal modules: consumes the frame mask, returns an unmasked clip vector.
+
+    Overriding `compute_mask` makes Keras treat the mask as consumed (no "destroys the mask"
+    warning) while attaching no (B, T) mask to the (B, D) output.
+    """
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+
+def frame_mask(mask, inputs):
+    """The mask as 0/1 in the inputs' dtype; all frames valid when `mask` is None."""
+    if mask is None:
+        return ops.ones(ops.shape(inputs)[:2], dtype=inputs.dtype)
+    return ops.cast(ops.cast(mask, "bool"), inputs.dtype)
+
+
+def normalize(weights, mask):
+    """Zero padded frames and rescale to sum 1 (a clip with no valid frame keeps all zeros)."""
+    weights = weights * mask
+    return weights / ops.maximum(ops.sum(weights, axis=1, keepdims=True), 1e-9)
+
+
+def masked_softmax(logits, mask):
+    # float32 so the large negative stays finite under mixed precision.
+    logits = ops.where(mask > 0, ops.cast(logits, "float32"), -1e9)
+    return normalize(ops.cast(ops.softmax(logits, axis=1), mask.dtype), mask)
+
+
+def last_valid_weights(mask):
+    """One-hot on the last valid frame of each clip, whatever the padding side."""
+    steps = ops.shape(mask)[1]
+    position = ops.cast(ops.arange(1, steps + 1), mask.dtype)
+    last = ops.argmax(mask * position, axis=1)
+    return ops.one_hot(last, steps, dtype=mask.dtype) * mask
+
+
+def weighted_sum(inputs, weights):
+    return ops.sum(inputs * weights[..., None], axis=1)

@@ -1,0 +1,70 @@
+"""CBAM's channel gate: which feature maps matter."""
+
+import keras
+from keras import ops
+
+from keras_attn.layers._seeding import glorot, he
+
+
+@keras.saving.register_keras_serializable(package="keras_attn")
+class ChannelAttention(keras.layers.Layer):
+    """Channel attention of CBAM: a per-channel sigmoid gate from pooled descriptors.
+
+    The average- and max-pooled channel descriptors go through one shared
+    two-layer MLP (`C -> max(C // reduction, min_hidden)` relu `-> C`); the two
+    results are summed, squashed by a sigmoid and multiply the input.
+
+    Args:
+        reduction: int, channel reduction ratio of the MLP's hidden layer.
+        min_hidden: int, lower bound on the hidden width (small `C`).
+        seed: optional int, makes the initial weights reproducible.
+        **kwargs: base `keras.layers.Layer` arguments.
+
+    Input shape: `(batch, height, width, channels)`.
+    Output shape: the same; with `return_attention=True`, also the channel
+    weights `(batch, 1, 1, channels)` in `[0, 1]`.
+
+    Example:
+    >>> x = keras.random.normal((2, 8, 8, 32))
+    >>> y, gate = ChannelAttention(reduction=16, seed=0)(x, return_attention=True)
+
+    Reference: Woo et al., "CBAM: Convolutional Block Attention Module", ECCV 2018.
+    """
+
+    def __init__(self, reduction=16, min_hidden=8, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.reduction = reduction
+        self.min_hidden = min_hidden
+        self.seed = seed
+
+    # The MLP's widths depend on the input's channels, so its weights are made here
+    # rather than as Dense sublayers (sublayers are fixed in __init__).
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        hidden = max(channels // self.reduction, self.min_hidden)
+        self.hidden_kernel = self.add_weight(
+            name="hidden_kernel", shape=(channels, hidden), initializer=he(self.seed, 1)
+        )
+        self.hidden_bias = self.add_weight(name="hidden_bias", shape=(hidden,), initializer="zeros")
+        self.output_kernel = self.add_weight(
+            name="output_kernel", shape=(hidden, channels), initializer=glorot(self.seed, 2)
+        )
+        self.output_bias = self.add_weight(
+            name="output_bias", shape=(channels,), initializer="zeros"
+        )
+
+    def _mlp(self, descriptor):
+        hidden = ops.relu(ops.matmul(descriptor, self.hidden_kernel) + self.hidden_bias)
+        return ops.matmul(hidden, self.output_kernel) + self.output_bias
+
+    def call(self, inputs, training=None, return_attention=False):
+        average = ops.mean(inputs, axis=(1, 2), keepdims=True)
+        maximum = ops.max(inputs, axis=(1, 2), keepdims=True)
+        gate = ops.sigmoid(self._mlp(average) + self._mlp(maximum))
+        outputs = inputs * gate
+        return (outputs, gate) if return_attention else outputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(reduction=self.reduction, min_hidden=self.min_hidden, seed=self.seed)
+        return config

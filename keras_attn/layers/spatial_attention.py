@@ -1,0 +1,73 @@
+"""CBAM's spatial gate: where in the feature map to look."""
+
+import keras
+from keras import ops
+
+from keras_attn.layers._seeding import glorot
+
+
+@keras.saving.register_keras_serializable(package="keras_attn")
+class SpatialAttention(keras.layers.Layer):
+    """Spatial attention of CBAM: a per-position sigmoid gate from channel statistics.
+
+    The channel-wise mean and max are stacked into a `(batch, height, width, 2)`
+    map, convolved to one channel (`kernel_size` x `kernel_size`, "same"),
+    optionally batch-normalised, squashed by a sigmoid and multiply the input.
+
+    Args:
+        kernel_size: int, side of the convolution window.
+        use_batchnorm: bool, batch-normalise the gate logits (as in CBAM).
+        seed: optional int, makes the initial weights reproducible.
+        **kwargs: base `keras.layers.Layer` arguments.
+
+    Input shape: `(batch, height, width, channels)`.
+    Output shape: the same; with `return_attention=True`, also the spatial map
+    `(batch, height, width, 1)` in `[0, 1]`.
+
+    Example:
+    >>> x = keras.random.normal((2, 8, 8, 32))
+    >>> y, where = SpatialAttention(kernel_size=7, seed=0)(x, return_attention=True)
+
+    Reference: Woo et al., "CBAM: Convolutional Block Attention Module", ECCV 2018.
+    """
+
+    def __init__(self, kernel_size=7, use_batchnorm=True, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.kernel_size = kernel_size
+        self.use_batchnorm = use_batchnorm
+        self.seed = seed
+        # A bias before batch normalisation would be cancelled by its centring.
+        self.conv = keras.layers.Conv2D(
+            1,
+            kernel_size,
+            padding="same",
+            use_bias=not use_batchnorm,
+            kernel_initializer=glorot(seed, 1),
+            name="conv",
+        )
+        self.norm = keras.layers.BatchNormalization(name="norm") if use_batchnorm else None
+
+    def build(self, input_shape):
+        stats_shape = (*input_shape[:-1], 2)
+        self.conv.build(stats_shape)
+        if self.norm is not None:
+            self.norm.build((*input_shape[:-1], 1))
+
+    def call(self, inputs, training=None, return_attention=False):
+        stats = ops.concatenate(
+            [ops.mean(inputs, axis=-1, keepdims=True), ops.max(inputs, axis=-1, keepdims=True)],
+            axis=-1,
+        )
+        logits = self.conv(stats)
+        if self.norm is not None:
+            logits = self.norm(logits, training=training)
+        attention = ops.sigmoid(logits)
+        outputs = inputs * attention
+        return (outputs, attention) if return_attention else outputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            kernel_size=self.kernel_size, use_batchnorm=self.use_batchnorm, seed=self.seed
+        )
+        return config
