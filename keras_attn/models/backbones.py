@@ -1,0 +1,134 @@
+"""Feature extractors: images (B,S,S,3) in [0, 255] -> feature map (B,h,w,C).
+
+Every backbone normalises its own input, so saved models take raw pixels. Layers
+get explicit names and seeded initializers: with the same seed, two models that
+differ only in their attention blocks start with the same weights in every layer
+they share, whatever order the layers were created in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import keras
+
+from keras_attn.errors import UserError
+from keras_attn.layers import get_attention
+
+BACKBONES = ("small_cnn", "densenet", "mobilenet_v2", "mobilenet_v3_small")
+PRETRAINABLE = ("mobilenet_v2", "mobilenet_v3_small")
+
+
+def layer_seed(seed: int, name: str) -> int:
+    """A per-layer seed that depends on the run's seed and the layer's name only."""
+    digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") % (2**31 - 1)
+
+
+def _conv(x, filters, kernel_size, name, seed, strides=1):
+    return keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        name=name,
+        kernel_initializer=keras.initializers.HeNormal(seed=layer_seed(seed, name)),
+    )(x)
+
+
+def _bn_relu(x, name):
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _attention(x, attention, name, seed, options):
+    return get_attention(attention, name=name, seed=layer_seed(seed, name), **options)(x)
+
+
+def small_cnn(x, attention="none", seed=0, widths=(32, 64, 128), attention_options=None):
+    """Three stages of two conv-BN-ReLU, each followed by an attention block.
+
+    Attention acts *inside* the trainable CNN here: every stage's output is
+    re-weighted before the next stage sees it. (B,S,S,3) -> (B,S/4,S/4,widths[-1]).
+    """
+    options = attention_options or {}
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(x)
+    for stage, filters in enumerate(widths, start=1):
+        for i in (1, 2):
+            name = f"stage{stage}_conv{i}"
+            x = _bn_relu(_conv(x, filters, 3, name, seed), name)
+        x = _attention(x, attention, f"stage{stage}_attention", seed, options)
+        if stage < len(widths):
+            x = keras.layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
+    return x
+
+
+def _dense_layer(x, growth, bottleneck, dropout, name, seed):
+    y = _bn_relu(x, f"{name}_a")
+    y = _conv(y, bottleneck * growth, 1, f"{name}_conv1", seed)
+    y = _bn_relu(y, f"{name}_b")
+    y = _conv(y, growth, 3, f"{name}_conv3", seed)
+    if dropout:
+        y = keras.layers.Dropout(
+            dropout, seed=layer_seed(seed, f"{name}_drop"), name=f"{name}_drop"
+        )(y)
+    return keras.layers.Concatenate(name=f"{name}_concat")([x, y])
+
+
+def densenet(x, seed=0, blocks=(3, 3), growth=24, bottleneck=2, dropout=0.2, compression=0.5):
+    """The original study's small DenseNet: stem, dense block, transition, dense block.
+
+    (B,S,S,3) -> (B,S/2,S/2,C); C = 120 with the defaults.
+    """
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(x)
+    x = _conv(x, 2 * growth, 3, "stem_conv", seed)
+    for b, layers in enumerate(blocks, start=1):
+        for i in range(1, layers + 1):
+            x = _dense_layer(x, growth, bottleneck, dropout, f"block{b}_layer{i}", seed)
+        if b < len(blocks):
+            name = f"transition{b}"
+            x = _bn_relu(x, name)
+            x = _conv(x, int(x.shape[-1] * compression), 1, f"{name}_conv", seed)
+            x = keras.layers.AveragePooling2D(2, name=f"{name}_pool")(x)
+    return _bn_relu(x, "final")
+
+
+def _keras_home() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+
+
+def mobilenet(name: str, image_size: int, weights: str = "none"):
+    """A keras.applications MobileNet without its classifier, and how to feed it.
+
+    Returns `(backbone, preprocess)`: `preprocess` maps [0, 255] pixels to what the
+    backbone expects (MobileNetV2: [-1, 1]; MobileNetV3 normalises internally).
+    `weights`: "imagenet" (Keras' cache or a download), "none" (random), or a path
+    to a weights file.
+    """
+    if weights not in ("imagenet", "none") and not Path(weights).is_file():
+        raise UserError(f"--backbone-weights: no such file '{weights}'; use imagenet, none or PATH")
+    keras_weights = None if weights == "none" else weights
+    common = dict(include_top=False, weights=keras_weights, input_shape=(image_size, image_size, 3))
+    try:
+        if name == "mobilenet_v2":
+            backbone = keras.applications.MobileNetV2(**common)
+            preprocess = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")
+        else:
+            backbone = keras.applications.MobileNetV3Small(include_preprocessing=True, **common)
+            preprocess = None
+    except Exception as err:  # keras raises bare Exception("URL fetch failure ...")
+        if weights == "imagenet" and ("URL fetch failure" in str(err) or isinstance(err, OSError)):
+            raise UserError(
+                f"ImageNet weights for {name} are not cached in {_keras_home() / 'models'} and "
+                "could not be downloaded (no network?); use --backbone-weights none, or PATH "
+                "to a weights file"
+            ) from None
+        if weights not in ("imagenet", "none"):
+            raise UserError(
+                f"--backbone-weights {weights}: cannot load into {name}: {str(err).splitlines()[0]}"
+            ) from None
+        raise
+    return backbone, preprocess
