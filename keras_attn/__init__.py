@@ -4,6 +4,7 @@ Importing the package registers every custom layer, so saved models load with
 `keras.saving.load_model(path)` (safe mode on) after `import keras_attn`.
 """
 
+from keras_attn import _quiet_tensorflow  # noqa: F401, I001  (first: hides TF start-up noise)
 from keras_attn import layers  # noqa: F401  (registers serializable layers)
 
 __version__ = "0.1.0"

@@ -16,7 +16,8 @@ def make_schedule(cfg: TrainConfig, steps_per_epoch: int):
         return keras.optimizers.schedules.ExponentialDecay(
             cfg.lr, cfg.step_epochs * steps_per_epoch, cfg.step_gamma, staircase=True
         )
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    # Capped so a short run (--epochs 1 with the default warmup) still decays.
+    warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total // 2)
     if warmup == 0:
         return keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=total)
     # CosineDecay counts decay_steps after the warmup, so the two add up to the run.

@@ -1,0 +1,107 @@
+"""train_image.py as a user runs it: errors, a smoke run, resume, the saved model."""
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import pandas as pd
+import pytest
+
+import keras_attn  # noqa: F401  (registers the layers for load_model)
+
+SCRIPT = Path(__file__).resolve().parents[1] / "train_image.py"
+TINY = ["--synthetic-per-class", "6", "--image-size", "32", "--batch-size", "16"]
+
+
+def _cli(args, cwd):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def _main(args, monkeypatch, tmp_path):
+    """The script in this process (TensorFlow already imported): its exit status."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train_image.py", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    return exit_info.value.code
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--attention", "sparse"], "unknown attention 'sparse'; valid: none, channel"),
+        (["--lr", "-1"], "--lr must be positive"),
+        (["--data", "folder"], "--data-dir"),
+        (["--data", "folder", "--data-dir", "missing_dir"], "missing_dir"),
+        (["--epochs", "zero"], "invalid int value"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_status_2(args, message, monkeypatch, tmp_path, capsys):
+    assert _main(args, monkeypatch, tmp_path) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_folder_with_one_class_and_an_empty_folder_are_refused(monkeypatch, tmp_path, capsys):
+    from PIL import Image
+
+    (tmp_path / "empty").mkdir()
+    assert _main(["--data", "folder", "--data-dir", "empty"], monkeypatch, tmp_path) == 2
+    one = tmp_path / "one" / "cat"
+    one.mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(one / f"{i}.png")
+    assert _main(["--data", "folder", "--data-dir", "one"], monkeypatch, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "class" in err and "Traceback" not in err
+
+
+def test_one_epoch_smoke_run_writes_a_complete_run_directory(tmp_path):
+    done = _cli([*TINY, "--epochs", "1", "--run-dir", "run"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Epoch 01/1 | loss=" in done.stdout and "Best val_acc = " in done.stdout
+    run = tmp_path / "run"
+    config = json.loads((run / "config.json").read_text())
+    assert config["attention"] == "cbam" and config["image_size"] == 32
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 1
+    assert summary["skipped_files"] == [] and summary["wall_seconds"] > 0
+    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [1]
+    assert list((run / "logs").rglob("events.out.tfevents.*"))
+    # best.keras loads in this (fresh to it) process with safe mode on.
+    model = keras.saving.load_model(run / "best.keras", safe_mode=True)
+    assert model.output.shape[-1] == 6
+    # Re-running the finished command only reports it.
+    again = _cli([*TINY, "--epochs", "1", "--run-dir", "run"], tmp_path)
+    assert again.returncode == 0 and "already complete" in again.stdout
+
+
+def test_killed_run_resumes_and_every_epoch_appears_once(tmp_path):
+    args = [*TINY, "--epochs", "3", "--run-dir", "run", "--attention", "none"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metadata = tmp_path / "run" / "backup" / "training_metadata.json"
+    for line in proc.stdout:  # kill it inside epoch 2, once epoch 1's backup is written
+        if line.startswith("Epoch 01/3"):
+            deadline = time.monotonic() + 120
+            while not metadata.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            proc.kill()
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    resumed = _cli(args, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming" in resumed.stdout
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert history["epoch"].tolist() == [1, 2, 3]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs_completed"] == 3
