@@ -63,6 +63,8 @@ def test_bad_model_choices_are_one_line_user_errors():
 
 def test_uncached_imagenet_weights_offline_is_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    # Keras reads KERAS_HOME once, at import: point its cache at the empty folder too.
+    monkeypatch.setattr(keras.src.backend.config, "_KERAS_DIR", str(tmp_path))
     # Nothing listens on port 9: the download fails at once, even on a networked machine.
     for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")

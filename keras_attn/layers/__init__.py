@@ -10,6 +10,7 @@ import inspect
 
 from keras_attn.layers.cbam import CBAM
 from keras_attn.layers.channel_attention import ChannelAttention
+from keras_attn.layers.frame_attention import FramewiseAttention
 from keras_attn.layers.identity import IdentityAttention
 from keras_attn.layers.linear_attention import LinearAttention
 from keras_attn.layers.spatial_attention import SpatialAttention
@@ -99,6 +100,7 @@ __all__ = [
     "TEMPORAL",
     "AttentionPooling",
     "ChannelAttention",
+    "FramewiseAttention",
     "IdentityAttention",
     "LinearAttention",
     "SpatialAttention",

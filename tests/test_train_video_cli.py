@@ -1,0 +1,188 @@
+"""train_video.py as a user runs it: errors, a smoke run, a WLASL-shaped folder of H.264 clips."""
+
+import json
+import os
+import runpy
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from keras_attn.data.synthetic_video import ensure_synthetic_videos
+
+SCRIPT = Path(__file__).resolve().parents[1] / "train_video.py"
+
+
+def _cli(args, cwd):
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "https_proxy": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+    }  # "auto" weights must not download here
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _main(args, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train_video.py", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    return exit_info.value.code
+
+
+@pytest.mark.parametrize(
+    ("index", "message"),
+    [
+        ("{not json", "WLASL_v0.3.json"),
+        ('[{"gloss": "book"}]', "instances"),
+        ('{"a": 1}', None),
+    ],
+)
+def test_malformed_index_is_one_line_and_exit_2(index, message, monkeypatch, tmp_path, capsys):
+    data = tmp_path / "wlasl"
+    (data / "videos").mkdir(parents=True)
+    (data / "WLASL_v0.3.json").write_text(index)
+    assert (
+        _main(["--data-dir", str(data), "--backbone-weights", "none"], monkeypatch, tmp_path) == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    if message:
+        assert message in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--temporal", "lstm"], "invalid choice: 'lstm'"),
+        (["--num-frames", "0"], "--num-frames must be at least 1"),
+        (["--data-dir", "nowhere"], "nowhere"),
+        (["--lr", "0"], "--lr must be positive"),
+    ],
+)
+def test_bad_flags_are_one_line_and_exit_2(args, message, monkeypatch, tmp_path, capsys):
+    assert _main(args, monkeypatch, tmp_path) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_one_epoch_smoke_run_and_a_warm_second_run(tmp_path):
+    data = ensure_synthetic_videos(
+        tmp_path / "synthetic",
+        num_classes=2,
+        clips_per_class=6,
+        num_signers=3,
+        val_signers=1,
+        image_size=32,
+    )
+    args = [
+        "--data-dir",
+        str(data),
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--run-dir",
+        "run",
+        "--cache-dir",
+        "cache",
+    ]
+    done = _cli(args, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "missing" in done.stdout and "Epoch 01/1 | loss=" in done.stdout
+    assert "RANDOM" in done.stderr  # no ImageNet weights here: said loudly
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["frozen_backbone_is_random"]
+    assert summary["feature_cache"]["hits"] == 0 and summary["feature_cache"]["misses"] > 0
+    assert sum(summary["index"]["missing"].values()) >= 1
+    # Another run on the same data starts warm: every clip from the cache.
+    again = _cli(
+        [*args[:-4], "--temporal", "avg", "--run-dir", "run2", "--cache-dir", "cache"], tmp_path
+    )
+    assert again.returncode == 0, again.stderr
+    warm = json.loads((tmp_path / "run2" / "summary.json").read_text())["feature_cache"]
+    assert warm["misses"] == 0 and warm["hits"] == summary["feature_cache"]["misses"]
+
+
+def _h264(path, frames, fps):
+    height, width = frames.shape[1:3]
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            f"{width}x{height}",
+            "-r",
+            str(fps),
+            "-i",
+            "-",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            str(path),
+        ],
+        input=frames.tobytes(),
+        check=True,
+    )
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg makes the H.264 clips")
+def test_a_wlasl_folder_in_nslt_format_with_h264_clips_trains_unchanged(tmp_path):
+    """Varied length, frame rate and size; missing files; frame_end past the end; nslt index."""
+    data = tmp_path / "WLASL"
+    (data / "videos").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    index, shapes = {}, [(48, 64), (64, 48), (50, 70)]
+    for i in range(12):
+        label, split = i % 2, ("train" if i < 8 else "test")
+        video_id = f"{i:05d}"
+        index[video_id] = {"subset": split, "action": [label, 1, 200 if i == 0 else -1]}
+        if i == 5:
+            continue  # listed but missing, as in WLASL
+        length = 10 + 3 * i
+        frames = rng.integers(0, 40, (length, *shapes[i % 3], 3), dtype=np.uint8)
+        frames[:, :, :, label] += 150  # the class is visible
+        _h264(data / "videos" / f"{video_id}.mp4", frames, fps=(25, 30, 24)[i % 3])
+    (data / "nslt_100.json").write_text(json.dumps(index))
+    (data / "wlasl_class_list.txt").write_text("0\tbook\n1\tdrink\n")
+    done = _cli(
+        [
+            "--data-dir",
+            str(data),
+            "--image-size",
+            "32",
+            "--epochs",
+            "2",
+            "--run-dir",
+            "run",
+            "--cache-dir",
+            "cache",
+            "--backbone-weights",
+            "none",
+        ],
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "missing videos: train 1" in done.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["class_names"] == ["book", "drink"] and summary["skipped_files"] == []
+    assert pd.read_csv(tmp_path / "run" / "history.csv")["epoch"].tolist() == [1, 2]
