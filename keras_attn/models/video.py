@@ -137,6 +137,9 @@ def build_video_head(
             options={"seed": layer_seed(seed, "frame_attention")},
             name="frame_attention",
         )(x)
+    # Frozen features differ in scale by orders of magnitude between pretrained and
+    # random encoders; normalising each frame's vector makes one set of defaults fit both.
+    x = keras.layers.LayerNormalization(name="feature_norm")(x)
     x = keras.layers.Dropout(
         dropout, seed=layer_seed(seed, "feature_dropout"), name="feature_dropout"
     )(x)
