@@ -23,6 +23,7 @@ from keras_attn.training.run import run_training
 # The original study's video settings: 8 frames, 10 glosses, batch 4, AdamW 1e-3, 20 epochs.
 DEFAULTS = dict(
     data_dir=None,
+    synthetic_clips_per_class=100,
     val_split="test",
     limit_classes=10,
     class_order="frequency",
@@ -38,7 +39,7 @@ DEFAULTS = dict(
     temporal_pool="attention",
     frame_attention="none",
     width=128,
-    dropout=0.3,
+    dropout=0.5,
     epochs=20,
     batch_size=4,
     optimizer="adamw",
@@ -58,6 +59,7 @@ data_flags = parser.add_argument_group("data")
 data_flags.add_argument(
     "--data-dir", help="WLASL folder: index file + videos/ (default: synthetic)"
 )
+data_flags.add_argument("--synthetic-clips-per-class", type=int, help="synthetic set size")
 data_flags.add_argument("--val-split", choices=("val", "test"), help="validate on this split")
 data_flags.add_argument("--limit-classes", type=int, metavar="N", help="keep N glosses (0: all)")
 data_flags.add_argument("--class-order", choices=("frequency", "alphabetical"))
@@ -95,7 +97,9 @@ def main():
     if settings["num_frames"] < 1:
         parser.error("--num-frames must be at least 1")
 
-    data_dir = settings["data_dir"] or ensure_synthetic_videos()
+    data_dir = settings["data_dir"] or ensure_synthetic_videos(
+        clips_per_class=settings["synthetic_clips_per_class"]
+    )
     image_size = settings["image_size"] or (224 if settings["data_dir"] else 96)
     index = load_wlasl(
         data_dir, settings["val_split"], settings["limit_classes"] or None, settings["class_order"]
