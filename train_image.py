@@ -10,7 +10,15 @@ Re-running the same command resumes an interrupted run (or reports a finished on
 
 import os
 
-from keras_attn.cli import Parser, add_training_flags, main_guard, resolve, run_name, train_config
+from keras_attn.cli import (
+    Parser,
+    add_training_flags,
+    main_guard,
+    resolve,
+    run_name,
+    show_defaults,
+    train_config,
+)
 from keras_attn.data.images import load_image_data, steps_per_epoch, train_dataset, val_dataset
 from keras_attn.layers import attention_names
 from keras_attn.models.backbones import BACKBONES
@@ -86,6 +94,7 @@ model_flags.add_argument("--reduction", type=int, help="channel attention reduct
 model_flags.add_argument("--kernel-size", type=int, help="spatial attention kernel size")
 model_flags.add_argument("--dropout", type=float, help="before the classifier")
 add_training_flags(parser)
+show_defaults(parser, DEFAULTS)
 
 
 def main():

@@ -10,7 +10,15 @@ the first run decodes video. Re-running the same command resumes an interrupted 
 
 import os
 
-from keras_attn.cli import Parser, add_training_flags, main_guard, resolve, run_name, train_config
+from keras_attn.cli import (
+    Parser,
+    add_training_flags,
+    main_guard,
+    resolve,
+    run_name,
+    show_defaults,
+    train_config,
+)
 from keras_attn.data.synthetic_video import ensure_synthetic_videos
 from keras_attn.data.video import SAMPLING_MODES
 from keras_attn.data.wlasl import load_wlasl
@@ -88,6 +96,7 @@ model_flags.add_argument(
 model_flags.add_argument("--width", type=int, help="per-frame projection and TCN width")
 model_flags.add_argument("--dropout", type=float)
 add_training_flags(parser)
+show_defaults(parser, DEFAULTS)
 
 
 def main():

@@ -53,6 +53,14 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def show_defaults(parser: argparse.ArgumentParser, defaults: dict) -> None:
+    """Appends each flag's default to its help (the flags themselves default to None)."""
+    for action in parser._actions:
+        value = defaults.get(action.dest)
+        if value is not None and action.help is not argparse.SUPPRESS:
+            action.help = f"{action.help or ''} (default: {value})".strip()
+
+
 def resolve(args: argparse.Namespace, preset: dict, defaults: dict) -> dict:
     """Each setting from the command line, else the preset, else the script's default."""
     resolved = {}
