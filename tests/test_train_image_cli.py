@@ -20,8 +20,14 @@ TINY = ["--synthetic-per-class", "6", "--image-size", "32", "--batch-size", "16"
 
 def _cli(args, cwd):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _main(args, monkeypatch, tmp_path):
@@ -87,8 +93,14 @@ def test_one_epoch_smoke_run_writes_a_complete_run_directory(tmp_path):
 def test_killed_run_resumes_and_every_epoch_appears_once(tmp_path):
     args = [*TINY, "--epochs", "3", "--run-dir", "run", "--attention", "none"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     metadata = tmp_path / "run" / "backup" / "training_metadata.json"
     for line in proc.stdout:  # kill it inside epoch 2, once epoch 1's backup is written
         if line.startswith("Epoch 01/3"):
