@@ -114,6 +114,14 @@ def test_one_epoch_smoke_run_and_a_warm_second_run(tmp_path):
     assert again.returncode == 0, again.stderr
     warm = json.loads((tmp_path / "run2" / "summary.json").read_text())["feature_cache"]
     assert warm["misses"] == 0 and warm["hits"] == summary["feature_cache"]["misses"]
+    # Without the cache the frozen encoder runs inside the model, here on feature maps.
+    uncached = _cli(
+        [*args[:-4], "--feature-cache", "off", "--frame-attention", "spatial", "--run-dir", "run3"],
+        tmp_path,
+    )
+    assert uncached.returncode == 0, uncached.stderr
+    summary3 = json.loads((tmp_path / "run3" / "summary.json").read_text())
+    assert summary3["feature_cache"] == "off" and summary3["epochs_completed"] == 1
 
 
 def _h264(path, frames, fps):
