@@ -2,41 +2,26 @@
 
 import json
 import os
-import runpy
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import keras
 import pandas as pd
 import pytest
+from cli_runner import OFFLINE, ROOT, run_cli, run_main
 
 import keras_attn  # noqa: F401  (registers the layers for load_model)
 
-SCRIPT = Path(__file__).resolve().parents[1] / "train_image.py"
 TINY = ["--synthetic-per-class", "6", "--image-size", "32", "--batch-size", "16"]
 
 
 def _cli(args, cwd):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_cli("train_image.py", args, cwd)
 
 
 def _main(args, monkeypatch, tmp_path):
-    """The script in this process (TensorFlow already imported): its exit status."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["train_image.py", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(SCRIPT), run_name="__main__")
-    return exit_info.value.code
+    return run_main("train_image.py", args, monkeypatch, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -92,9 +77,9 @@ def test_one_epoch_smoke_run_writes_a_complete_run_directory(tmp_path):
 
 def test_killed_run_resumes_and_every_epoch_appears_once(tmp_path):
     args = [*TINY, "--epochs", "3", "--run-dir", "run", "--attention", "none"]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **OFFLINE}
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), *args],
+        [sys.executable, str(ROOT / "train_image.py"), *args],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

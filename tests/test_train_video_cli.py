@@ -1,45 +1,23 @@
 """train_video.py as a user runs it: errors, a smoke run, a WLASL-shaped folder of H.264 clips."""
 
 import json
-import os
-import runpy
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from cli_runner import run_cli, run_main
 
 from keras_attn.data.synthetic_video import ensure_synthetic_videos
 
-SCRIPT = Path(__file__).resolve().parents[1] / "train_video.py"
-
 
 def _cli(args, cwd):
-    env = {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "https_proxy": "http://127.0.0.1:9",
-        "HTTPS_PROXY": "http://127.0.0.1:9",
-    }  # "auto" weights must not download here
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_cli("train_video.py", args, cwd)
 
 
 def _main(args, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["train_video.py", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(SCRIPT), run_name="__main__")
-    return exit_info.value.code
+    return run_main("train_video.py", args, monkeypatch, tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,35 @@
+"""Running the training scripts as a user would, from the tests."""
+
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Nothing listens on port 9: any download attempt fails at once, even on a networked machine.
+OFFLINE = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+
+
+def run_cli(script, args, cwd):
+    """The script in a fresh process: its CompletedProcess (stdout, stderr, returncode)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **OFFLINE}
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def run_main(script, args, monkeypatch, cwd):
+    """The script in this process (TensorFlow already imported): its exit status."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(ROOT / script), run_name="__main__")
+    return exit_info.value.code
