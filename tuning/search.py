@@ -1,0 +1,304 @@
+"""Keras Tuner tuners that record every trial, the project directory, and distributed mode.
+
+A project directory `<directory>/<project>/` holds, besides Keras Tuner's own files
+(`oracle.json`, `trial_<id>/trial.json`, `trial_<id>/checkpoint.weights.h5`):
+
+    search.json            the settings the search was started with (a resume must match)
+    logs/<trial_id>/       TensorBoard: the trial's HParams session, scalars in train/ and
+                           validation/, best_val_accuracy and wall_seconds at the end
+    trial_<id>/best.keras  the trial's best model (by the objective)
+    trial_<id>/run.json    which tuner ran the trial, on which host, when, for how long
+    trials.csv, best_hparams.json, best.keras   the results (see `tuning.results`)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from concurrent import futures
+from datetime import datetime
+from pathlib import Path
+
+import keras_tuner as kt
+import numpy as np
+import tensorflow as tf
+
+from keras_attn.errors import UserError
+from keras_attn.training.files import atomic_write_json, read_json
+
+
+class TrialRecorder:
+    """Mixin placed before a Keras Tuner tuner class: per-trial logs, model and timing.
+
+    `run_trial` reports, with the objective, `best_val_accuracy`, `epochs`, `best_epoch`
+    and `wall_seconds` to the oracle, so they reach the chief's `trial.json` over gRPC
+    even when workers do not share the project directory.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.trials_run = []
+
+    def _populate_initial_space(self):
+        # Keras Tuner would build the model (repeatedly) to discover the space; ours is
+        # declared as data, so no model and no data are needed (a chief loads none).
+        hp = self.oracle.get_space()
+        self.hypermodel.declare_hyperparameters(hp)
+        self.oracle.update_space(hp)
+
+    def run_trial(self, trial, *args, **kwargs):
+        started = time.perf_counter()
+        trial_dir = Path(self.get_trial_dir(trial.trial_id))
+        log_dir = Path(self.project_dir) / "logs" / trial.trial_id
+        shutil.rmtree(log_dir, ignore_errors=True)  # a retried trial starts its curves afresh
+        write_hparams(log_dir, trial, f"{self.project_name}/{trial.trial_id}")
+        record = dict(
+            trial_id=trial.trial_id,
+            tuner_id=self.tuner_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started=datetime.now().isoformat(timespec="seconds"),
+            status="running",
+        )
+        atomic_write_json(trial_dir / "run.json", record)
+        try:
+            histories = super().run_trial(
+                trial, *args, trial_dir=trial_dir, log_dir=log_dir, **kwargs
+            )
+        except BaseException as err:
+            status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+            record.update(status=status, error=f"{type(err).__name__}: {err}"[:500])
+            atomic_write_json(trial_dir / "run.json", record)
+            raise
+        objective = self.oracle.objective
+        metrics = summarize_history(histories[0], objective.name, objective.direction)
+        metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
+        write_final_scalars(log_dir, metrics)
+        record.update(
+            status="completed",
+            **{k: metrics[k] for k in ("wall_seconds", "epochs", "best_val_accuracy")},
+        )
+        atomic_write_json(trial_dir / "run.json", record)
+        self.trials_run.append(trial.trial_id)
+        return metrics
+
+
+class RandomSearch(TrialRecorder, kt.RandomSearch):
+    pass
+
+
+class GridSearch(TrialRecorder, kt.GridSearch):
+    pass
+
+
+class BayesianOptimization(TrialRecorder, kt.BayesianOptimization):
+    pass
+
+
+class Hyperband(TrialRecorder, kt.Hyperband):
+    pass
+
+
+TUNERS = {
+    "random": RandomSearch,
+    "grid": GridSearch,
+    "bayesian": BayesianOptimization,
+    "hyperband": Hyperband,
+}
+
+
+def make_tuner(
+    kind: str,
+    hypermodel,
+    objective: str,
+    direction: str,
+    directory: str,
+    project_name: str,
+    seed: int,
+    max_trials: int | None = None,
+    max_epochs: int | None = None,
+    factor: int = 3,
+    hyperband_iterations: int = 1,
+    initial_points: int | None = None,
+):
+    """A recording tuner of `kind`; an existing project in the directory is resumed."""
+    options = dict(
+        hypermodel=hypermodel,
+        objective=kt.Objective(objective, direction),
+        directory=directory,
+        project_name=project_name,
+        seed=seed + 1,  # Keras Tuner takes seed 0 for "pick one at random"
+        overwrite=False,  # prepare_project did --overwrite, on the chief only
+    )
+    if kind == "hyperband":
+        options.update(
+            max_epochs=max_epochs, factor=factor, hyperband_iterations=hyperband_iterations
+        )
+    else:
+        options["max_trials"] = max_trials
+    if kind == "bayesian":
+        options["num_initial_points"] = initial_points
+        try:
+            import sklearn  # noqa: F401  (Keras Tuner's Gaussian process)
+        except ImportError:
+            raise UserError(
+                "--tuner bayesian needs scikit-learn: pip install -r requirements.txt"
+            ) from None
+    return TUNERS[kind](**options)
+
+
+def summarize_history(history, objective: str, direction: str) -> dict:
+    """The metrics of the best epoch by the objective, plus epochs and best val accuracy."""
+    logs = history.history
+    series = np.asarray(logs[objective], dtype=float)
+    if np.all(np.isnan(series)):
+        best = len(series) - 1
+    else:
+        best = int(np.nanargmax(series) if direction == "max" else np.nanargmin(series))
+    metrics = {k: float(v[best]) for k, v in logs.items() if len(v) == len(series)}
+    val_accuracy = np.asarray(logs.get("val_accuracy", []), dtype=float)
+    val_accuracy = val_accuracy[~np.isnan(val_accuracy)]
+    metrics.update(
+        best_val_accuracy=float(val_accuracy.max()) if val_accuracy.size else float("nan"),
+        best_epoch=history.epoch[best] + 1,
+        epochs=history.epoch[-1] + 1,
+    )
+    return metrics
+
+
+def write_hparams(log_dir: Path, trial, session: str) -> None:
+    """The trial's HParams session: its hyperparameters, named `session`.
+
+    Sessions of the same name form one group in the dashboard, so the name holds the
+    project: `tensorboard --logdir runs/tuning` shows image and video trials apart.
+    """
+    from tensorboard.plugins.hparams import api as hparams_api
+
+    values = {
+        name: value
+        for name, value in trial.hyperparameters.values.items()
+        if isinstance(value, bool | int | float | str)
+    }
+    writer = tf.summary.create_file_writer(str(log_dir))
+    with writer.as_default():
+        hparams_api.hparams(values, trial_id=session)
+    writer.close()
+
+
+def write_final_scalars(log_dir: Path, metrics: dict) -> None:
+    """Per-trial results as scalars of the session run (HParams dashboard metrics)."""
+    writer = tf.summary.create_file_writer(str(log_dir))
+    with writer.as_default():
+        for name in ("best_val_accuracy", "wall_seconds"):
+            tf.summary.scalar(name, metrics[name], step=int(metrics["epochs"]))
+    writer.close()
+
+
+# ----------------------------------------------------------------------------- project
+
+
+def prepare_project(project_dir: Path, settings: dict, overwrite: bool) -> None:
+    """Starts the project afresh (`overwrite`) or accepts it for a resume of the same search.
+
+    Keras Tuner restores the search space from its own state on a resume, so a
+    command line that changed the space (or the data, epochs, tuner...) would be
+    silently ignored: it is refused here instead. `--max-trials` may change (to
+    extend a finished search).
+    """
+    settings = json.loads(json.dumps(settings, default=str))
+    if overwrite and project_dir.exists():
+        shutil.rmtree(project_dir)
+    path = project_dir / "search.json"
+    previous = read_json(path)
+    if previous is not None and previous != settings:
+        keys = set(previous) | set(settings)
+        changed = sorted(k for k in keys if previous.get(k) != settings.get(k))
+        raise UserError(
+            f"{project_dir} holds a search started with other settings (differs in: "
+            f"{', '.join(changed)}); pass --overwrite to start afresh or choose another "
+            "--project-name"
+        )
+    project_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, settings)
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+def distributed_role() -> tuple[str, str | None, int | None]:
+    """("single" | "chief" | "worker", oracle IP, oracle port) from Keras Tuner's variables."""
+    ip = os.environ.get("KERASTUNER_ORACLE_IP")
+    if not ip:
+        return "single", None, None
+    port_text = os.environ.get("KERASTUNER_ORACLE_PORT")
+    tuner_id = os.environ.get("KERASTUNER_TUNER_ID")
+    if not port_text:
+        raise UserError("KERASTUNER_ORACLE_IP is set but KERASTUNER_ORACLE_PORT is not")
+    if not tuner_id:
+        raise UserError(
+            "KERASTUNER_ORACLE_IP is set but KERASTUNER_TUNER_ID is not "
+            "(chief on one machine, worker0, worker1, ... on the others)"
+        )
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise UserError(f"KERASTUNER_ORACLE_PORT must be a port number, got {port_text!r}")
+    # gRPC honours https_proxy (set for downloads, say): never proxy the oracle's calls.
+    old = os.environ.get("no_grpc_proxy")  # noqa: SIM112  (gRPC reads the lower-case name)
+    os.environ["no_grpc_proxy"] = ",".join(filter(None, (old, ip)))  # noqa: SIM112
+    # Keras Tuner's own rule: a tuner id containing "chief" runs the oracle.
+    return ("chief" if "chief" in tuner_id else "worker"), ip, port
+
+
+def check_port_free(ip: str, port: int) -> None:
+    """Fails with one line if the chief could not listen on `ip:port`."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((ip, port))
+        except OSError as err:
+            raise UserError(
+                f"the chief cannot listen on {ip}:{port} ({err.strerror}); another process "
+                "uses the port (choose another KERASTUNER_ORACLE_PORT) or the address is not "
+                "this machine's"
+            ) from None
+
+
+def serve_oracle(tuner, ip: str, port: int, poll_seconds: float = 0.5) -> None:
+    """The chief: serves the tuner's oracle to the workers until the search is over.
+
+    What `tuner.search()` does on a chief in Keras Tuner 1.4.8 (its `OracleServicer`),
+    with two differences: a port that cannot be bound is an error rather than a server
+    that never answers (gRPC would otherwise share the port with SO_REUSEPORT), and the
+    end is noticed within `poll_seconds` rather than 20 s. The search is over once the
+    oracle has told every worker that asked for a trial to stop and no trial is running.
+    """
+    import grpc
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute import oracle_chief
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=1), options=[("grpc.so_reuseport", 0)]
+    )
+    servicer = oracle_chief.OracleServicer(tuner.oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    try:
+        bound = server.add_insecure_port(f"{ip}:{port}")
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        raise UserError(f"the chief cannot listen on {ip}:{port} (port in use?)")
+    tuner.save()
+    server.start()
+    print(f"Chief: oracle listening on {ip}:{port}; waiting for workers", flush=True)
+    try:
+        while not (servicer.stop_triggered and oracle_chief.exit_chief(tuner.oracle)):
+            time.sleep(poll_seconds)
+    finally:
+        server.stop(grace=2)
