@@ -124,6 +124,11 @@ def test_run_writes_its_files_and_best_model_scores_recorded_accuracy(tmp_path):
     # Re-running a finished run only reports it.
     again = _run(tmp_path, TrainConfig(epochs=3, batch_size=16, lr=1e-2))
     assert again["wall_seconds"] == summary["wall_seconds"]
+    # Also when the process died after the last epoch but before marking the run completed.
+    (run / "summary.json").write_text(json.dumps({**summary, "status": "running"}))
+    again = _run(tmp_path, TrainConfig(epochs=3, batch_size=16, lr=1e-2))
+    assert again["status"] == "completed" and again["wall_seconds"] == summary["wall_seconds"]
+    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [1, 2, 3]
 
 
 class _InterruptAt(keras.callbacks.Callback):

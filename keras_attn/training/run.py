@@ -92,6 +92,10 @@ def run_training(
     prepare_run_dir(run_dir, config, overwrite)
     summary_path = run_dir / "summary.json"
     summary = read_json(summary_path, default={})
+    # Killed after BackupAndRestore dropped its backup at the end but before the summary
+    # said "completed": every epoch is done, so the run is finished, not to be restarted.
+    if summary.get("epochs_completed", 0) >= cfg.epochs and (run_dir / "best.keras").exists():
+        summary["status"] = "completed"
     if summary.get("status") == "completed":
         print(f"{run_dir} is already complete; nothing to do.")
         print(f"Best val_acc = {summary['best_val_accuracy']:.4f}")
