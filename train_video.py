@@ -60,6 +60,7 @@ DEFAULTS = dict(
     seed=0,
     deterministic=False,
     early_stopping=0,
+    strategy="auto",
 )
 
 parser = Parser(description=__doc__.split("\n\n")[0])

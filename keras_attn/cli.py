@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from keras_attn.errors import UserError
 from keras_attn.training.config import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
+from keras_attn.training.distribute import STRATEGIES
 
 
 class Parser(argparse.ArgumentParser):
@@ -44,6 +45,9 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="stop after N epochs without a better val accuracy (0: off)",
+    )
+    g.add_argument(
+        "--strategy", choices=STRATEGIES, help="mirrored: data-parallel over this machine's GPUs"
     )
     g.add_argument("--run-dir", help="where the run's files go (default: runs/<kind>/<name>)")
     g.add_argument(

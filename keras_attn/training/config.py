@@ -34,6 +34,7 @@ class TrainConfig:
     deterministic: bool = False
     early_stopping: int = 0  # patience in epochs on val_accuracy; 0 = off
     jit_compile: bool = False
+    strategy: str = "none"  # auto | mirrored | none, see training/distribute.py
 
     def validate(self) -> None:
         """Raises ValueError with one line for the first setting that cannot work."""

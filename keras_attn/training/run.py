@@ -21,6 +21,7 @@ import tensorflow as tf
 from keras_attn.errors import UserError
 from keras_attn.training.callbacks import BestCheckpoint, EpochLine, HistoryCSV, LearningRateLogger
 from keras_attn.training.config import TrainConfig
+from keras_attn.training.distribute import distribution_strategy
 from keras_attn.training.files import atomic_write_json, read_json
 from keras_attn.training.optim import make_loss, make_optimizer
 
@@ -104,14 +105,16 @@ def run_training(
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
-    model = build_model()
+    # Variables created in the strategy's scope are mirrored; fit then splits each batch.
+    with distribution_strategy(cfg.strategy).scope():
+        model = build_model()
+        model.compile(
+            optimizer=make_optimizer(cfg, steps_per_epoch, model),
+            loss=make_loss(cfg),
+            metrics=["accuracy"],
+            jit_compile=cfg.jit_compile,
+        )
     num_classes = int(model.output.shape[-1])
-    model.compile(
-        optimizer=make_optimizer(cfg, steps_per_epoch, model),
-        loss=make_loss(cfg),
-        metrics=["accuracy"],
-        jit_compile=cfg.jit_compile,
-    )
 
     backup_dir = run_dir / "backup"
     start_epoch = _resume_epoch(backup_dir)
