@@ -56,7 +56,9 @@ def make_clips(out: Path, count: int, rng: np.random.Generator) -> tuple[list[Cl
             cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "50", str(path)]
             subprocess.run(cmd, check=True)
         else:
-            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
+            writer = cv2.VideoWriter(
+                str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT)
+            )
             for t in range(n):
                 frame = np.full((HEIGHT, WIDTH, 3), (t * 7) % 256, np.uint8)
                 cv2.circle(frame, (10 + 3 * t % WIDTH, HEIGHT // 2), 20, (0, 0, 255), -1)
@@ -83,7 +85,9 @@ def decode_whole_file(record: ClipRecord, num_frames: int, size: int) -> np.ndar
     picked = [frames[record.frame_start + i] for i in offsets]
     return np.stack(
         [
-            cv2.cvtColor(cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+            cv2.cvtColor(
+                cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB
+            )
             for f in picked
         ]
     )
