@@ -22,7 +22,7 @@ from keras_attn.cli import (
 from keras_attn.data.images import load_image_data, steps_per_epoch, train_dataset, val_dataset
 from keras_attn.layers import attention_names
 from keras_attn.models.backbones import BACKBONES
-from keras_attn.models.image import build_image_model
+from keras_attn.models.image import build_image_model, check_image_model_choices
 from keras_attn.training.run import run_training
 
 # Defaults: sized so the default run finishes on 2 CPU cores in about ten minutes (README).
@@ -102,6 +102,9 @@ def main():
     args = parser.parse_args()
     settings = resolve(args, PRESETS.get(args.preset, {}), DEFAULTS)
     cfg = train_config(settings)
+    check_image_model_choices(
+        settings["backbone"], settings["attention"], settings["backbone_weights"]
+    )
 
     data = load_image_data(
         settings["data"],

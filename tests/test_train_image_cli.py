@@ -39,6 +39,7 @@ def test_bad_input_is_one_line_and_exit_status_2(args, message, monkeypatch, tmp
     err = capsys.readouterr().err.strip()
     assert message in err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "data").exists()  # refused before any data is generated
 
 
 def test_folder_with_one_class_and_an_empty_folder_are_refused(monkeypatch, tmp_path, capsys):

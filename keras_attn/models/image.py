@@ -16,6 +16,19 @@ from keras_attn.models.backbones import (
 )
 
 
+def check_image_model_choices(backbone: str, attention: str, weights: str) -> None:
+    """Raises a one-line UserError for a choice the builder cannot take (cheap: call it
+    before loading data)."""
+    if backbone not in BACKBONES:
+        raise UserError(f"unknown backbone '{backbone}'; valid: {', '.join(BACKBONES)}")
+    if attention not in attention_names():
+        raise UserError(f"unknown attention '{attention}'; valid: {', '.join(attention_names())}")
+    if weights != "none" and backbone not in PRETRAINABLE:
+        raise UserError(
+            f"--backbone-weights {weights}: only {', '.join(PRETRAINABLE)} take pretrained weights"
+        )
+
+
 def build_image_model(
     num_classes: int,
     image_size: int,
@@ -34,14 +47,7 @@ def build_image_model(
     MobileNet runs with BatchNorm in inference mode, frozen or fine-tuned
     (`trainable_backbone`, default: frozen when pretrained, trained when random).
     """
-    if backbone not in BACKBONES:
-        raise UserError(f"unknown backbone '{backbone}'; valid: {', '.join(BACKBONES)}")
-    if attention not in attention_names():
-        raise UserError(f"unknown attention '{attention}'; valid: {', '.join(attention_names())}")
-    if weights != "none" and backbone not in PRETRAINABLE:
-        raise UserError(
-            f"--backbone-weights {weights}: only {', '.join(PRETRAINABLE)} take pretrained weights"
-        )
+    check_image_model_choices(backbone, attention, weights)
     options = attention_options or {}
     inputs = keras.Input((image_size, image_size, 3), name="image")
     if backbone == "small_cnn":
