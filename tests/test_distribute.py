@@ -20,6 +20,7 @@ SCRIPT = textwrap.dedent("""
     import keras, numpy as np
     from keras_attn.training.config import TrainConfig
     from keras_attn.training.run import run_training
+    STABILITY = ["grad_norm_mean", "grad_norm_max", "batch_loss_std"]
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 8)).astype("float32")
@@ -42,19 +43,22 @@ SCRIPT = textwrap.dedent("""
         val = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
         run_training(build, train_data, val, 4, cfg, f"{sys.argv[1]}/{strategy}", cfg.to_dict())
         import pandas as pd
-        losses[strategy] = pd.read_csv(f"{sys.argv[1]}/{strategy}/history.csv")["loss"].tolist()
+        history = pd.read_csv(f"{sys.argv[1]}/{strategy}/history.csv")
+        losses[strategy] = history[["loss", *STABILITY]].to_numpy().ravel().tolist()
     print("LOSSES" + json.dumps(losses))
 """)
 
 
-def test_mirrored_over_two_cpu_devices_matches_one_device(tmp_path):
+def test_mirrored_over_two_cpu_devices_matches_one_device_with_stability_metrics(tmp_path):
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-2000:]
     line = next(ln for ln in done.stdout.splitlines() if ln.startswith("LOSSES"))
     losses = json.loads(line[len("LOSSES") :])
-    assert len(losses["mirrored"]) == 3
+    # Loss, then the gradient norm's mean and max and the batch-loss spread, per epoch:
+    # the replicas' metrics must describe the whole batch, as one device does.
+    assert len(losses["mirrored"]) == 3 * 4
     for one, two in zip(losses["none"], losses["mirrored"], strict=True):
         assert two == pytest.approx(one, rel=1e-4)
 

@@ -51,7 +51,8 @@ def test_first_call_misses_second_hits_and_matches_uncached(tmp_path, clips, enc
     x, m, y, stats = FeatureCache(cache_dir, encoder, "tiny-v1").features_for(
         clips, T, "uniform", S, batch_frames=8
     )
-    assert stats == {"hits": 0, "misses": 5, "skipped": []}
+    assert (stats["hits"], stats["misses"], stats["skipped"]) == (0, 5, [])
+    assert stats["kept"] == [0, 1, 2, 3, 4]
     assert x.shape == (5, T, 6) and x.dtype == np.float32
     assert m.shape == (5, T) and m.dtype == bool and y.dtype == np.int32
     assert y.tolist() == [0, 1, 2, 3, 4]
@@ -62,13 +63,16 @@ def test_first_call_misses_second_hits_and_matches_uncached(tmp_path, clips, enc
     x2, m2, y2, stats2 = FeatureCache(cache_dir, tiny_encoder(), "tiny-v1").features_for(
         clips, T, "uniform", S, batch_frames=8
     )
-    assert stats2 == {"hits": 5, "misses": 0, "skipped": []}
+    assert (stats2["hits"], stats2["misses"], stats2["skipped"]) == (5, 0, [])
+    # The sampled frames' numbers in the file, the same from the cache as computed.
+    np.testing.assert_array_equal(stats2["frame_indices"], stats["frame_indices"])
     np.testing.assert_array_equal(x2, x)
     np.testing.assert_array_equal(m2, m)
     np.testing.assert_array_equal(y2, y)
 
     for i, clip in enumerate(clips):  # uncached: decode and encode one clip alone
-        frames, mask, _ = read_clip_frames(clip, T, "uniform", S)
+        frames, mask, indices = read_clip_frames(clip, T, "uniform", S)
+        np.testing.assert_array_equal(stats2["frame_indices"][i], indices)
         direct = encoder.predict_on_batch(frames.astype(np.float32))
         np.testing.assert_allclose(x2[i], direct, atol=1e-5)
         np.testing.assert_array_equal(m2[i], mask)
@@ -150,6 +154,7 @@ def test_unreadable_clips_are_skipped_and_labels_stay_aligned(tmp_path, clips, e
             records, T, "uniform", S, batch_frames=8
         )
     assert y.tolist() == [0, 1, 2]
+    assert stats["kept"] == [0, 2, 4]  # positions of the readable clips among the records
     assert (stats["hits"], stats["misses"]) == (0, 3)
     assert [s["path"] for s in stats["skipped"]] == [str(text), str(tmp_path / "gone.mp4")]
     assert sum("skipping unreadable clip" in msg for msg in caplog.messages) == 2

@@ -128,8 +128,10 @@ class FeatureCache:
         Returns:
             `(features, masks, labels, stats)`: float32 `(N, T, ...)`, bool `(N, T)`, int32
             `(N,)` for the N readable clips in record order (labels stay aligned with
-            features), and `{"hits", "misses", "skipped": [{"path", "reason"}]}` with
-            `hits + misses + len(skipped) == len(records)`.
+            features), and `{"hits", "misses", "skipped": [{"path", "reason"}], "kept",
+            "frame_indices"}` with `hits + misses + len(skipped) == len(records)`; `kept`
+            lists the N clips' positions in `records`, `frame_indices` `(N, T)` the sampled
+            frames' numbers in each file (0-based).
         """
         if mode not in DETERMINISTIC_MODES:
             raise ValueError(
@@ -137,7 +139,7 @@ class FeatureCache:
                 f"({' or '.join(DETERMINISTIC_MODES)}), got {mode!r}"
             )
         records = list(records)
-        found: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(records)
+        found: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [None] * len(records)
         skipped: list[tuple[int, dict]] = []  # (record index, {"path", "reason"})
         misses: list[tuple[int, str]] = []
         for i, record in enumerate(records):
@@ -179,10 +181,12 @@ class FeatureCache:
             computed += self._encode_and_store(batch, clips_per_call, found)
 
         keep = [i for i, item in enumerate(found) if item is not None]
+        indices = np.array([found[i][2] for i in keep], dtype=np.int32).reshape(-1, num_frames)
         features, masks = _stack(found, keep, num_frames)
         labels = np.array([records[i].label for i in keep], dtype=np.int32)
         skipped_list = [entry for _, entry in sorted(skipped, key=lambda s: s[0])]
-        return features, masks, labels, {"hits": hits, "misses": computed, "skipped": skipped_list}
+        stats = {"hits": hits, "misses": computed, "skipped": skipped_list}
+        return features, masks, labels, {**stats, "kept": keep, "frame_indices": indices}
 
     def _encode_and_store(self, batch, clips_per_call: int, found: list) -> int:
         frames = np.concatenate([frames for _, _, (frames, _, _) in batch])
@@ -198,14 +202,14 @@ class FeatureCache:
         outputs = outputs.reshape(len(batch), num_frames, *outputs.shape[1:])
         for (i, key, (_, mask, indices)), feats in zip(batch, outputs, strict=True):
             feats = np.ascontiguousarray(feats)
-            found[i] = (feats, mask)
+            found[i] = (feats, mask, indices)
             try:
                 self._save(self.path_for(key), feats, mask, indices)
             except OSError as err:
                 log.warning("could not write feature cache file for %s: %s", key, err)
         return len(batch)
 
-    def _load(self, key: str, num_frames: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def _load(self, key: str, num_frames: int) -> tuple[np.ndarray, ...] | None:
         path = self.path_for(key)
         if not path.is_file():
             return None
@@ -213,12 +217,13 @@ class FeatureCache:
             with np.load(path) as data:
                 feats = np.asarray(data["features"], dtype=np.float32)
                 mask = np.asarray(data["mask"], dtype=bool)
+                indices = np.asarray(data["frame_indices"], dtype=np.int32)
         except Exception as err:  # any unreadable cache file is just a miss
             log.warning("ignoring unreadable feature cache file %s: %s", path, err)
             return None
         if feats.shape[:1] != (num_frames,) or mask.shape != (num_frames,):
             return None
-        return feats, mask
+        return feats, mask, indices
 
     def _save(self, path: Path, features: np.ndarray, mask: np.ndarray, indices: np.ndarray):
         """Writes atomically: a temporary file in the same folder, then `os.replace`."""
@@ -253,7 +258,7 @@ def _stack(found: list, keep: list[int], num_frames: int) -> tuple[np.ndarray, n
         return np.zeros((0, num_frames), dtype=np.float32), masks
     features = np.empty((len(keep), *found[keep[0]][0].shape), dtype=np.float32)
     for row, i in enumerate(keep):
-        features[row], masks[row] = found[i]
+        features[row], masks[row] = found[i][:2]
         found[i] = None
     return features, masks
 

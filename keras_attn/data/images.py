@@ -74,6 +74,13 @@ class ImageData:
     def num_val(self) -> int:
         return len(self.val_labels)
 
+    def summary_line(self) -> str:
+        return (
+            f"{self.source}: {self.num_classes} classes, {self.num_train} train / {self.num_val} "
+            f"val images at {self.image_size}x{self.image_size}, "
+            f"{len(self.skipped_files)} unreadable files skipped"
+        )
+
 
 def load_image_data(
     source: str,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from keras_attn.errors import UserError
@@ -85,6 +85,18 @@ class WlaslIndex:
             unknown = ", ".join(f"{k!r} {v}" for k, v in sorted(self.unknown_splits.items()))
             line += f"; ignored splits: {unknown}"
         return line
+
+    def over_whole_clips(self) -> WlaslIndex:
+        """The same clips with every frame range widened to the whole file.
+
+        Frames are then sampled from the lead-in and tail too, so a temporal model
+        has to find the sign; the annotated ranges stay in this (original) index.
+        """
+        return replace(
+            self,
+            train=[replace(r, frame_start=0, frame_end=None) for r in self.train],
+            val=[replace(r, frame_start=0, frame_end=None) for r in self.val],
+        )
 
     def to_summary(self) -> dict:
         """JSON-able description for a run's summary.json."""

@@ -7,6 +7,7 @@ every later epoch, trial and seed trains only the temporal head.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import logging
@@ -17,15 +18,148 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_attn.cli import run_name
 from keras_attn.data.features import DETERMINISTIC_MODES, FeatureCache, feature_dataset
-from keras_attn.data.video import clip_dataset, read_clip_frames, scan_clips
+from keras_attn.data.video import SAMPLING_MODES, clip_dataset, read_clip_frames, scan_clips
 from keras_attn.data.wlasl import WlaslIndex
 from keras_attn.errors import UserError
-from keras_attn.models.video import build_frame_encoder, build_video_model, calibrate_batchnorm
+from keras_attn.layers import temporal_names
+from keras_attn.models.backbones import PRETRAINABLE
+from keras_attn.models.video import (
+    FRAME_ATTENTION,
+    build_frame_encoder,
+    build_video_head,
+    build_video_model,
+    calibrate_batchnorm,
+)
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_CLIPS = 16
+FRAME_RANGES = ("sign", "clip")
+
+# The original study's video settings: 8 frames, 10 glosses, batch 4, AdamW 1e-3, 20 epochs.
+DEFAULTS = dict(
+    data_dir=None,
+    synthetic_clips_per_class=100,
+    val_split="test",
+    limit_classes=10,
+    class_order="frequency",
+    num_frames=8,
+    sampling="uniform",
+    frame_range="sign",
+    crop_bbox=False,
+    image_size=None,
+    backbone="mobilenet_v2",
+    backbone_weights="auto",
+    feature_cache="on",
+    cache_dir=None,
+    temporal="tcn",
+    temporal_pool="attention",
+    frame_attention="none",
+    width=128,
+    dropout=0.5,
+    epochs=20,
+    batch_size=4,
+    optimizer="adamw",
+    lr=1e-3,
+    weight_decay=1e-4,
+    schedule="cosine",
+    warmup_epochs=0.0,
+    label_smoothing=0.0,
+    loss="crossentropy",
+    seed=0,
+    deterministic=False,
+    early_stopping=0,
+    strategy="auto",
+)
+# Settings that say where a run goes or how to treat an old one, not what it computes.
+NOT_IN_CONFIG = ("run_dir", "overwrite", "cache_dir")
+
+
+def add_video_flags(parser: argparse.ArgumentParser, variants: bool = False) -> None:
+    """The data and model flags of a video run (each defaults to None: see `DEFAULTS`).
+
+    With `variants`, `--temporal` takes a comma-separated list (the study's grid).
+    """
+    data_flags = parser.add_argument_group("data")
+    data_flags.add_argument(
+        "--data-dir", help="WLASL folder: index file + videos/ (default: synthetic)"
+    )
+    data_flags.add_argument("--synthetic-clips-per-class", type=int, help="synthetic set size")
+    data_flags.add_argument("--val-split", choices=("val", "test"), help="validate on this split")
+    data_flags.add_argument(
+        "--limit-classes", type=int, metavar="N", help="keep N glosses (0: all)"
+    )
+    data_flags.add_argument("--class-order", choices=("frequency", "alphabetical"))
+    data_flags.add_argument("--num-frames", type=int, help="frames sampled per clip")
+    data_flags.add_argument(
+        "--sampling", choices=SAMPLING_MODES, help="where in the sign to sample"
+    )
+    data_flags.add_argument(
+        "--crop-bbox", action="store_true", default=None, help="crop each frame to the signer's box"
+    )
+    data_flags.add_argument(
+        "--frame-range",
+        choices=FRAME_RANGES,
+        help="sample within the annotated sign, or over the whole clip (lead-in and tail too)",
+    )
+    data_flags.add_argument("--image-size", type=int, help="frame side (default 96 synthetic, 224)")
+    model_flags = parser.add_argument_group("model")
+    model_flags.add_argument("--backbone", choices=PRETRAINABLE, help="frozen frame encoder")
+    model_flags.add_argument("--backbone-weights", metavar="auto|imagenet|none|PATH")
+    model_flags.add_argument(
+        "--feature-cache", choices=("on", "off"), help="off: run the frozen encoder on every batch"
+    )
+    model_flags.add_argument(
+        "--cache-dir", help="feature cache folder (default data/cache/features)"
+    )
+    if variants:
+        model_flags.add_argument(
+            "--temporal", metavar="|".join(temporal_names()), help="comma-separated variants"
+        )
+    else:
+        model_flags.add_argument("--temporal", choices=temporal_names())
+    model_flags.add_argument(
+        "--temporal-pool", choices=("attention", "avg", "max", "last"), help="how tcn pools frames"
+    )
+    model_flags.add_argument(
+        "--frame-attention",
+        choices=FRAME_ATTENTION,
+        help="spatial attention on each frame's feature map",
+    )
+    model_flags.add_argument("--width", type=int, help="per-frame projection and TCN width")
+    model_flags.add_argument("--dropout", type=float)
+
+
+def video_run(settings: dict, data_dir, image_size: int) -> tuple[dict, str]:
+    """The run's config (what `config.json` holds) and its default directory name."""
+    config = {k: v for k, v in settings.items() if k not in NOT_IN_CONFIG}
+    config.update(data_dir=str(data_dir), image_size=image_size)
+    prefix = f"{os.path.basename(str(data_dir))}-{settings['temporal']}-seed{settings['seed']}"
+    return config, run_name(prefix, config)
+
+
+def video_model_builder(
+    settings: dict, inputs: VideoInputs, num_classes: int
+) -> Callable[[], keras.Model]:
+    """The function that builds the run's model (called by `run_training` after seeding)."""
+
+    def build_model() -> keras.Model:
+        head = build_video_head(
+            inputs.feature_shape,
+            settings["num_frames"],
+            num_classes,
+            temporal=settings["temporal"],
+            frame_attention=settings["frame_attention"],
+            width=settings["width"],
+            dropout=settings["dropout"],
+            seed=settings["seed"],
+            temporal_options=dict(filters=settings["width"], pool=settings["temporal_pool"]),
+        )
+        return inputs.wrap_head(head)
+
+    return build_model
 
 
 @dataclasses.dataclass
@@ -35,7 +169,9 @@ class VideoInputs:
     `train(start_epoch, epochs)` and `val` yield `((x, mask), label)` batches,
     where x is cached features `(B,T,*feature_shape)` or, without the cache,
     frames `(B,T,S,S,3)`; `wrap_head(head)` turns a head on features into the
-    model that takes x.
+    model that takes x. With the feature cache, `val_clips` holds the validation
+    set as arrays: `features (N,T,...)`, `mask (N,T)`, `labels (N,)`,
+    `frame_indices (N,T)` (each sampled frame's number in its file) and `records`.
     """
 
     train: Callable[[int, int], tf.data.Dataset]
@@ -44,6 +180,12 @@ class VideoInputs:
     feature_shape: tuple[int, ...]
     wrap_head: Callable[[keras.Model], keras.Model]
     summary: dict
+    val_clips: dict | None = None
+    reseed: Callable[[int], Callable[[int, int], tf.data.Dataset]] | None = None
+
+    def with_seed(self, seed: int) -> VideoInputs:
+        """The same inputs with the training order of another seed (validation is fixed)."""
+        return dataclasses.replace(self, train=self.reseed(seed))
 
 
 def prepare_video_inputs(
@@ -96,20 +238,33 @@ def prepare_video_inputs(
             f"Frozen features: {summary['feature_cache']['hits']} clips from the cache, "
             f"{summary['feature_cache']['misses']} computed ({cache.directory})"
         )
-        return VideoInputs(
-            train=lambda start, end: feature_dataset(
+
+        def cached_train(seed):
+            return lambda start, end: feature_dataset(
                 train_x, train_m, train_y, batch_size, seed, True, start, end
-            ),
+            )
+
+        return VideoInputs(
+            train=cached_train(seed),
             val=feature_dataset(val_x, val_m, val_y, batch_size, seed, False),
             steps_per_epoch=-(-len(train_y) // batch_size),
             feature_shape=tuple(train_x.shape[2:]),
             wrap_head=lambda head: head,
             summary=summary,
+            val_clips=dict(
+                features=val_x,
+                mask=val_m,
+                labels=val_y,
+                frame_indices=val_stats["frame_indices"],
+                records=[val_records[i] for i in val_stats["kept"]],
+            ),
+            reseed=cached_train,
         )
 
     summary["feature_cache"] = "off"
-    return VideoInputs(
-        train=lambda start, end: clip_dataset(
+
+    def decoded_train(seed):
+        return lambda start, end: clip_dataset(
             train_records,
             num_frames,
             sampling,
@@ -120,7 +275,10 @@ def prepare_video_inputs(
             crop_bbox,
             start,
             end,
-        ),
+        )
+
+    return VideoInputs(
+        train=decoded_train(seed),
         val=clip_dataset(
             val_records, num_frames, val_mode, image_size, seed, False, batch_size, crop_bbox
         ),
@@ -128,6 +286,7 @@ def prepare_video_inputs(
         feature_shape=tuple(encoder.output.shape[1:]),
         wrap_head=lambda head: build_video_model(encoder, head, num_frames),
         summary=summary,
+        reseed=decoded_train,
     )
 
 

@@ -24,6 +24,7 @@ from keras_attn.training.config import TrainConfig
 from keras_attn.training.distribute import distribution_strategy
 from keras_attn.training.files import atomic_write_json, read_json
 from keras_attn.training.optim import make_loss, make_optimizer
+from keras_attn.training.stability import GeneralizationGap, with_stability_metrics
 
 
 class TrainingDiverged(Exception):
@@ -74,6 +75,7 @@ def run_training(
     overwrite: bool = False,
     extra_callbacks: list | None = None,
     progress_bar: bool | None = None,
+    measure_callbacks: list | None = None,
 ) -> dict:
     """Trains (or resumes, or just reports) the run in `run_dir`; returns its summary.
 
@@ -87,6 +89,8 @@ def run_training(
             requires the same config.
         summary_extra: merged into `summary.json` (data counts, skipped files...).
         progress_bar: Keras' progress bar besides the epoch lines; default: on a terminal.
+        measure_callbacks: callbacks that add measurements to the epoch logs (attention
+            focus...); they run before the logs are written to history.csv and TensorBoard.
     """
     cfg.validate()
     run_dir = Path(run_dir)
@@ -107,7 +111,7 @@ def run_training(
         tf.config.experimental.enable_op_determinism()
     # Variables created in the strategy's scope are mirrored; fit then splits each batch.
     with distribution_strategy(cfg.strategy).scope():
-        model = build_model()
+        model = with_stability_metrics(build_model())
         model.compile(
             optimizer=make_optimizer(cfg, steps_per_epoch, model),
             loss=make_loss(cfg),
@@ -158,6 +162,8 @@ def run_training(
     callbacks = [
         keras.callbacks.TerminateOnNaN(raise_error=True),
         LearningRateLogger(),
+        GeneralizationGap(),
+        *(measure_callbacks or []),
         keras.callbacks.TensorBoard(run_dir / "logs", write_graph=False, profile_batch=0),
         HistoryCSV(run_dir / "history.csv"),
         best,

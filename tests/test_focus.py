@@ -1,0 +1,242 @@
+import copy
+
+import cv2
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_attn.models.image import build_image_model
+from keras_attn.models.video import build_video_head
+from keras_attn.study.focus import (
+    ImageFocus,
+    TemporalFocus,
+    box_area_share,
+    box_mass_share,
+    grad_cam,
+    overlay_strip,
+    spatial_attention_maps,
+    temporal_weights,
+)
+from keras_attn.training.stability import with_stability_metrics
+
+SIZE = 32  # small_cnn pools twice: an 8x8 last feature map
+
+
+def _images(n, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, SIZE, SIZE, 3)).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def spatial_model():
+    return build_image_model(3, SIZE, attention="spatial", seed=0)
+
+
+# --- box shares ---------------------------------------------------------------------------
+
+
+def test_mass_all_inside_the_box_is_one():
+    maps = np.zeros((1, 4, 4))
+    maps[0, :2, :2] = [[1.0, 2.0], [3.0, 0.5]]
+    assert box_mass_share(maps, [[0.0, 0.0, 0.5, 0.5]]) == pytest.approx([1.0])
+    assert box_mass_share(maps, [[0.5, 0.5, 1.0, 1.0]]) == pytest.approx([0.0])
+
+
+def test_uniform_map_share_is_the_box_area():
+    boxes = np.array([[0.1, 0.2, 0.7, 0.65], [0.0, 0.0, 1.0, 1.0], [0.33, 0.4, 0.34, 0.9]])
+    shares = box_mass_share(np.ones((3, 5, 7)), boxes)
+    np.testing.assert_allclose(shares, [0.6 * 0.45, 1.0, 0.01 * 0.5], rtol=1e-9)
+    np.testing.assert_allclose(box_area_share(boxes), [0.6 * 0.45, 1.0, 0.01 * 0.5], rtol=1e-9)
+
+
+def test_fractional_cell_coverage_by_hand():
+    maps = np.array([[[1.0, 2.0], [3.0, 4.0]]] * 2)
+    boxes = [
+        [0.25, 0.0, 0.75, 0.5],  # half of each row, all of column 0: 0.5*1 + 0.5*3 = 2
+        [0.0, 0.25, 0.5, 1.0],  # all of row 0, half of column 0: 0.5*1 + 2 = 2.5
+    ]
+    np.testing.assert_allclose(box_mass_share(maps, boxes), [2 / 10, 2.5 / 10])
+
+
+def test_a_map_without_mass_gives_nan():
+    shares = box_mass_share(np.stack([np.zeros((3, 3)), np.ones((3, 3))]), [[0, 0, 1, 1]] * 2)
+    assert np.isnan(shares[0]) and shares[1] == pytest.approx(1.0)
+
+
+# --- Grad-CAM -----------------------------------------------------------------------------
+
+
+def test_grad_cam_shape_and_sign(spatial_model):
+    cams = grad_cam(spatial_model, _images(5), np.array([0, 1, 2, 0, 1]))
+    assert cams.shape == (5, 8, 8)
+    assert np.all(np.isfinite(cams)) and np.all(cams >= 0) and cams.sum() > 0
+
+
+def _two_quadrant_model():
+    """Red lives in the top-left quadrant, green in the bottom-right; class k's logit is the
+    mean of feature channel k (red for 0, green for 1), and class 2 is minus the red mean."""
+    inputs = keras.Input((8, 8, 3))
+    features = keras.layers.Conv2D(2, 1, use_bias=False, name="features")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(features)
+    logits = keras.layers.Dense(3, use_bias=False, name="logits")(pooled)
+    model = keras.Model(inputs, logits)
+    model.get_layer("features").set_weights([np.eye(3, 2).reshape(1, 1, 3, 2)])
+    model.get_layer("logits").set_weights([np.array([[1.0, 0.0, -1.0], [0.0, 1.0, 0.0]])])
+    return model
+
+
+def test_grad_cam_lands_where_the_true_class_looks():
+    images = np.zeros((3, 8, 8, 3), "float32")
+    images[:, :4, :4, 0] = 200.0
+    images[:, 4:, 4:, 1] = 100.0
+    cams = grad_cam(_two_quadrant_model(), images, np.array([0, 1, 2]))
+    top_left, bottom_right = [0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]
+    assert box_mass_share(cams[:1], [top_left]) == pytest.approx([1.0])
+    assert box_mass_share(cams[1:2], [bottom_right]) == pytest.approx([1.0])
+    # Evidence against the class is cut by the ReLU: nothing is left.
+    assert np.all(cams[2] == 0)
+
+
+# --- attention maps -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attention", ["none", "channel"])
+def test_no_spatial_map_without_spatial_attention(attention):
+    model = build_image_model(3, SIZE, attention=attention, seed=0)
+    assert spatial_attention_maps(model, _images(2)) is None
+
+
+def test_no_spatial_map_without_an_attention_layer():
+    assert spatial_attention_maps(_two_quadrant_model(), np.zeros((2, 8, 8, 3))) is None
+
+
+@pytest.mark.parametrize("attention", ["spatial", "cbam", "linear"])
+def test_spatial_map_of_the_deepest_block(attention, spatial_model):
+    if attention == "spatial":
+        model = spatial_model
+    else:
+        model = build_image_model(3, SIZE, attention=attention, seed=0)
+    maps = spatial_attention_maps(model, _images(3))
+    assert maps.shape == (3, 8, 8)
+    assert np.all(maps >= 0) and np.all(maps <= 1) and np.all(np.isfinite(maps))
+
+
+# --- overlays -----------------------------------------------------------------------------
+
+
+def test_overlay_strip_layout_heat_and_box():
+    images = np.full((2, SIZE, SIZE, 3), 128, np.uint8)
+    maps = np.zeros((2, 4, 4))
+    maps[:, 0, 0] = 1.0
+    box = [0.5, 0.5, 1.0, 1.0]
+    strip = overlay_strip(images, [("attention", None), ("grad-cam", maps)], np.array([box] * 2))
+    assert strip.dtype == np.uint8 and strip.shape == (2 * SIZE, 2 * SIZE, 3)
+    # The box outline starts at pixel (16, 16) of each tile, in both rows.
+    for y, x in [(16, 16), (16, 48), (48, 16), (48, 48)]:
+        assert tuple(strip[y, x]) == (255, 255, 255)
+    # Hot (red) where the map peaks, cold (blue) far from it; the image row is untouched.
+    hot, cold = strip[SIZE + 2, SIZE + 2], strip[SIZE + 28, SIZE + 24]
+    assert hot[0] > hot[2] and cold[2] > cold[0]
+    assert tuple(strip[20, 4]) == (128, 128, 128)
+
+
+# --- ImageFocus ---------------------------------------------------------------------------
+
+
+def _event_tags(directory):
+    tags = set()
+    for path in directory.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags |= {value.tag for value in event.summary.value}
+    return tags
+
+
+def test_image_focus_during_fit(tmp_path, spatial_model):
+    # The study trains a functional subclass: the callback must find layers on it too.
+    model = with_stability_metrics(spatial_model)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    images, labels = _images(6), np.array([0, 1, 2, 0, 1, 2])
+    boxes = np.array([[0.0, 0.0, 0.5, 0.5], [0.25, 0.25, 0.75, 1.0]] * 3)
+    focus = ImageFocus(images, labels, boxes, tmp_path / "logs", png_path=tmp_path / "focus.png")
+    csv = keras.callbacks.CSVLogger(str(tmp_path / "history.csv"))
+    history = model.fit(images, labels, batch_size=6, epochs=2, verbose=0, callbacks=[focus, csv])
+
+    logs = history.history
+    assert logs["focus_chance"] == pytest.approx([(0.25 + 0.375) / 2] * 2)
+    for key in ("focus_gradcam", "focus_attention"):
+        assert len(logs[key]) == 2 and all(0 <= v <= 1 for v in logs[key])
+    assert "focus_attention" in (tmp_path / "history.csv").read_text().splitlines()[0]
+    strip = cv2.imread(str(tmp_path / "focus.png"))
+    assert strip.shape == (3 * SIZE, 6 * SIZE, 3)
+    assert "focus/overlays" in _event_tags(tmp_path / "logs" / "focus")
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_image_focus_without_attention_map_and_between_images(tmp_path):
+    model = build_image_model(3, SIZE, attention="none", seed=0)
+    focus = ImageFocus(_images(2), [0, 1], [[0, 0, 1, 0.5]] * 2, tmp_path, image_every=5)
+    focus = copy.deepcopy(focus)  # as Keras Tuner does
+    focus.set_model(model)
+    focus.set_params({"epochs": 3})
+    logs = {}
+    focus.on_epoch_end(0, logs)
+    assert set(logs) == {"focus_gradcam", "focus_chance"}
+    assert logs["focus_chance"] == pytest.approx(0.5)
+    # Epoch 1 of 3 with image_every=5: no image yet.
+    assert not (tmp_path / "focus").exists()
+    focus.on_epoch_end(2, logs)
+    assert "focus/overlays" in _event_tags(tmp_path / "focus")
+    copy.deepcopy(focus)  # still copyable with a writer open
+    focus.on_train_end()
+
+
+# --- TemporalFocus ------------------------------------------------------------------------
+
+LENGTHS = np.array([6, 4, 3, 5])
+
+
+def _clips():
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(4, 6, 16)).astype("float32")
+    mask = np.arange(6)[None, :] < LENGTHS[:, None]
+    in_sign = np.zeros((4, 6), bool)
+    in_sign[0, 1:3] = True  # 2 of 6 valid frames
+    in_sign[1, 2:6] = True  # 2 of 4 valid frames (frames 4, 5 are padding)
+    in_sign[2, 0] = True  # 1 of 3
+    in_sign[3, 1:5] = True  # 4 of 5
+    return features, mask, in_sign
+
+
+CHANCE = np.mean([2 / 6, 2 / 4, 1 / 3, 4 / 5])
+
+
+def test_temporal_focus_of_average_pooling_is_chance(tmp_path):
+    features, mask, in_sign = _clips()
+    model = build_video_head((16,), 6, 3, temporal="avg", width=8, seed=0)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    focus = TemporalFocus(features, mask, in_sign, npz_path=tmp_path / "weights.npz")
+    history = model.fit(
+        [features, mask], np.array([0, 1, 2, 0]), epochs=1, verbose=0, callbacks=[focus]
+    )
+    assert history.history["focus_temporal_chance"] == pytest.approx([CHANCE])
+    assert history.history["focus_temporal"] == pytest.approx([CHANCE], abs=1e-6)
+    saved = np.load(tmp_path / "weights.npz")
+    np.testing.assert_allclose(saved["weights"], mask / LENGTHS[:, None], atol=1e-6)
+    np.testing.assert_array_equal(saved["in_sign"], in_sign)
+    np.testing.assert_array_equal(saved["mask"], mask)
+
+
+def test_temporal_weights_of_last_and_learned_pooling():
+    features, mask, in_sign = _clips()
+    last = build_video_head((16,), 6, 3, temporal="last", width=8, seed=0)
+    np.testing.assert_array_equal(temporal_weights(last, features, mask), np.eye(6)[LENGTHS - 1])
+    pooling = build_video_head((16,), 6, 3, temporal="attention", width=8, seed=0)
+    weights = temporal_weights(pooling, features, mask)
+    assert np.all(weights[~mask] == 0)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+    focus = TemporalFocus(features, mask, in_sign)
+    focus.set_model(pooling)
+    logs = {}
+    focus.on_epoch_end(0, logs)
+    expected = np.mean((weights * in_sign).sum(axis=1) / weights.sum(axis=1))
+    assert logs["focus_temporal"] == pytest.approx(expected, abs=1e-5)
