@@ -1,0 +1,191 @@
+"""The study as a user runs it: a small grid, a re-run that trains nothing, a kill, a divergence."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from cli_runner import OFFLINE, ROOT
+
+from keras_attn.data.synthetic_video import ensure_synthetic_videos
+from keras_attn.data.wlasl import ClipRecord, WlaslIndex
+from keras_attn.study.grid import collect, grid_cells
+from keras_attn.study.video import in_sign_frames
+
+TINY_IMAGES = [
+    "--synthetic-per-class",
+    "12",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "24",
+    "--focus-images",
+    "6",
+]
+
+
+def study(args, cwd, **popen):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT), **OFFLINE}
+    command = [sys.executable, "-m", "keras_attn.study", *args]
+    if popen:
+        return subprocess.Popen(command, cwd=cwd, env=env, text=True, **popen)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_two_variants_two_seeds_two_epochs_then_a_rerun_that_trains_nothing(tmp_path):
+    args = ["image", "--attention", "cbam", "--seeds", "2", "--epochs", "2", *TINY_IMAGES]
+    args += ["--out", "study"]
+    done = study(args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "study"
+
+    runs = pd.read_csv(out / "results.csv")
+    # The baseline joins the grid unasked: every comparison is against it.
+    assert sorted(zip(runs["variant"], runs["seed"], strict=True)) == [
+        ("cbam", 0),
+        ("cbam", 1),
+        ("none", 0),
+        ("none", 1),
+    ]
+    assert (runs["status"] == "completed").all()
+    curves = pd.read_csv(out / "curves.csv")
+    assert len(curves) == 4 * 2
+    for column in ("grad_norm_mean", "grad_norm_max", "batch_loss_std"):
+        assert (curves[column] > 0).all(), column
+    assert curves["gap_accuracy"].notna().all()
+    assert (curves["grad_norm_max"] >= curves["grad_norm_mean"] - 1e-6).all()
+    # Focus: Grad-CAM for every variant, the attention map only where there is one.
+    assert curves["focus_gradcam"].between(0, 1).all()
+    assert curves.loc[curves["variant"] == "cbam", "focus_attention"].between(0, 1).all()
+    assert curves.loc[curves["variant"] == "none", "focus_attention"].isna().all()
+    assert curves["focus_chance"].between(0.01, 0.5).all()
+
+    # Every cell is an ordinary run; for a seed, the variants differ only in the attention.
+    none0 = json.loads((out / "runs" / "none-seed0" / "config.json").read_text())
+    cbam0 = json.loads((out / "runs" / "cbam-seed0" / "config.json").read_text())
+    assert {k for k in none0 if none0[k] != cbam0[k]} == {"attention"}
+    for cell in ("none-seed0", "cbam-seed1"):
+        assert (out / "runs" / cell / "best.keras").stat().st_size > 0
+        assert list((out / "runs" / cell / "logs").rglob("events.out.tfevents*"))
+    assert (out / "runs" / "cbam-seed0" / "focus.png").stat().st_size > 0
+
+    report = (out / "report.md").read_text()
+    assert "python -m keras_attn.study image --attention cbam" in report
+    assert "### (a) Does attention stabilise training?" in report
+    assert "| cbam |" in report and "| none |" in report
+    for figure in ("learning_curves", "gradients", "focus", "overlays"):
+        assert (out / "figures" / f"{figure}.png").stat().st_size > 1000, figure
+
+    history_before = (out / "runs" / "cbam-seed1" / "history.csv").read_text()
+    again = study(args, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("is already complete; nothing to do") == 4
+    assert "Epoch 01" not in again.stdout
+    assert (out / "runs" / "cbam-seed1" / "history.csv").read_text() == history_before
+
+
+@pytest.mark.slow
+def test_a_study_killed_mid_run_resumes_with_every_epoch_once(tmp_path):
+    args = ["image", "--attention", "spatial", "--seeds", "1", "--epochs", "3", *TINY_IMAGES]
+    args += ["--out", "study"]
+    first = study(args, tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    history = tmp_path / "study" / "runs" / "spatial-seed0" / "history.csv"
+    deadline = time.time() + 300
+    # Killed in the second cell, after at least one of its epochs was written.
+    while not (history.exists() and len(pd.read_csv(history)) >= 1):
+        assert first.poll() is None and time.time() < deadline, "study ended before the kill"
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+
+    done = study(args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Resuming" in done.stdout or "is already complete" in done.stdout
+    runs = pd.read_csv(tmp_path / "study" / "results.csv")
+    assert (runs["status"] == "completed").all() and len(runs) == 2
+    for cell in ("none-seed0", "spatial-seed0"):
+        epochs = pd.read_csv(tmp_path / "study" / "runs" / cell / "history.csv")["epoch"]
+        assert epochs.tolist() == [1, 2, 3], cell
+
+
+def test_a_diverging_variant_is_counted_as_failed_and_the_study_goes_on(tmp_path):
+    args = ["image", "--attention", "channel", "--seeds", "1", "--epochs", "2", *TINY_IMAGES]
+    done = study([*args, "--lr", "1e9", "--optimizer", "sgd", "--out", "study"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = pd.read_csv(tmp_path / "study" / "results.csv")
+    assert runs["status"].tolist() == ["failed", "failed"]
+    assert runs["failure"].str.contains("diverged in epoch").all()
+    report = (tmp_path / "study" / "report.md").read_text()
+    assert "2 diverged or failed" in report or "diverged or failed: 2" in report
+
+
+def test_a_video_study_scores_temporal_weights_against_the_sign(tmp_path):
+    data = ensure_synthetic_videos(
+        tmp_path / "synthetic",
+        num_classes=2,
+        clips_per_class=6,
+        num_signers=3,
+        val_signers=1,
+        image_size=32,
+    )
+    args = ["video", "--temporal", "tcn", "--seeds", "2", "--epochs", "2", "--image-size", "32"]
+    args += ["--data-dir", str(data), "--cache-dir", "cache", "--out", "study"]
+    done = study(args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    curves = pd.read_csv(tmp_path / "study" / "curves.csv")
+    assert set(curves["variant"]) == {"avg", "tcn"} and len(curves) == 2 * 2 * 2
+    # Frames come from the whole clip, lead-in and tail too: some are outside the sign.
+    assert curves["focus_temporal_chance"].between(0.2, 0.95).all()
+    avg = curves[curves["variant"] == "avg"]
+    np.testing.assert_allclose(avg["focus_temporal"], avg["focus_temporal_chance"], atol=1e-5)
+    weights = np.load(tmp_path / "study" / "runs" / "tcn-seed0" / "temporal_weights.npz")
+    assert weights["weights"].shape == weights["in_sign"].shape
+    np.testing.assert_allclose(weights["weights"].sum(1), 1.0, atol=1e-4)
+    assert "temporal_weights.png" in (tmp_path / "study" / "report.md").read_text()
+
+
+def test_in_sign_frames_uses_the_annotated_range_and_an_open_end():
+    def record(video_id, start, end):
+        return ClipRecord(video_id, f"/v/{video_id}.mp4", 0, "test", start, end, None, None)
+
+    sign_index = WlaslIndex(
+        ["a"], [], [record("x", 5, 9), record("y", 3, None)], {}, [], "index.json"
+    )
+    clips = dict(
+        records=[record("y", 0, None), record("x", 0, None)],  # whole-clip records, another order
+        frame_indices=np.array([[0, 2, 3, 40], [4, 5, 9, 10]]),
+        mask=np.ones((2, 4), bool),
+    )
+    assert in_sign_frames(clips, sign_index).tolist() == [
+        [False, False, True, True],
+        [False, True, True, False],
+    ]
+
+
+def test_bad_variants_and_seeds_are_one_line_errors(tmp_path):
+    for args, message in (
+        (["image", "--attention", "none,foo"], "unknown attention 'foo'"),
+        (["image", "--attention", "cbam,cbam"], "listed twice"),
+        (["video", "--temporal", "avg,lstm"], "unknown temporal module 'lstm'"),
+        (["image", "--seeds", "0"], "--seeds must be at least 1"),
+    ):
+        done = study(args, tmp_path)
+        assert done.returncode == 2, (args, done.stderr)
+        assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "data").exists()  # refused before any data was generated
+
+
+def test_collect_lists_cells_never_started_as_missing(tmp_path):
+    assert grid_cells(["none", "cbam"], [0, 1]) == [
+        ("none", 0),
+        ("cbam", 0),
+        ("none", 1),
+        ("cbam", 1),
+    ]
+    curves, runs = collect(tmp_path, ["none"], [0])
+    assert curves.empty and runs["status"].tolist() == ["missing"]
