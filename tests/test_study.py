@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,8 +30,9 @@ TINY_IMAGES = [
 ]
 
 
-def study(args, cwd, **popen):
+def study(args, cwd, extra_env=None, **popen):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT), **OFFLINE}
+    env.update(extra_env or {})
     command = [sys.executable, "-m", "keras_attn.study", *args]
     if popen:
         return subprocess.Popen(command, cwd=cwd, env=env, text=True, **popen)
@@ -189,3 +191,66 @@ def test_collect_lists_cells_never_started_as_missing(tmp_path):
     ]
     curves, runs = collect(tmp_path, ["none"], [0])
     assert curves.empty and runs["status"].tolist() == ["missing"]
+
+
+def test_a_chief_and_two_workers_on_loopback_share_the_grid(tmp_path):
+    # The data exists before the workers start, as it would on a shared disk.
+    study(
+        [
+            "image",
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--attention",
+            "none",
+            *TINY_IMAGES,
+            "--out",
+            "warmup",
+        ],
+        tmp_path,
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = ["image", "--attention", "none,channel", "--seeds", "2", "--epochs", "1", *TINY_IMAGES]
+    args += ["--out", "study"]
+    processes, logs = {}, {}
+    try:
+        for tuner_id in ("chief", "worker0", "worker1"):
+            logs[tuner_id] = open(tmp_path / f"{tuner_id}.log", "w")  # noqa: SIM115
+            processes[tuner_id] = study(
+                args,
+                tmp_path,
+                stdout=logs[tuner_id],
+                stderr=subprocess.STDOUT,
+                extra_env=dict(
+                    KERASTUNER_TUNER_ID=tuner_id,
+                    KERASTUNER_ORACLE_IP="127.0.0.1",
+                    KERASTUNER_ORACLE_PORT=str(port),
+                ),
+            )
+        deadline = time.monotonic() + 400
+        for process in processes.values():
+            process.wait(timeout=max(1, deadline - time.monotonic()))
+    finally:
+        for tuner_id, process in processes.items():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            logs[tuner_id].close()
+    outputs = {k: (tmp_path / f"{k}.log").read_text() for k in processes}
+    for tuner_id, process in processes.items():
+        assert process.returncode == 0, f"{tuner_id}:\n{outputs[tuner_id][-3000:]}"
+
+    runs = pd.read_csv(tmp_path / "study" / "results.csv")  # written by the chief
+    assert len(runs) == 4 and (runs["status"] == "completed").all()
+    # "[study] worker1: channel, seed 0" per cell a worker trained: each cell exactly once.
+    ran = [
+        line.split(": ", 1)[1]
+        for k in ("worker0", "worker1")
+        for line in outputs[k].splitlines()
+        if line.startswith(f"[study] {k}: ") and ", seed " in line
+    ]
+    assert sorted(ran) == ["channel, seed 0", "channel, seed 1", "none, seed 0", "none, seed 1"]
+    assert (tmp_path / "study" / "report.md").exists()

@@ -67,16 +67,10 @@ from keras_attn.data.video import SAMPLING_MODES
 from keras_attn.errors import UserError
 from keras_attn.models.backbones import BACKBONES, PRETRAINABLE
 from keras_attn.training.config import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
+from keras_attn.tuner_cluster import check_port_free, distributed_role, serve_oracle
 from tuning.hypermodels import IMAGE_SPACE, VIDEO_SPACE, ImageHyperModel, VideoHyperModel
 from tuning.results import write_results
-from tuning.search import (
-    TUNERS,
-    check_port_free,
-    distributed_role,
-    make_tuner,
-    prepare_project,
-    serve_oracle,
-)
+from tuning.search import TUNERS, make_tuner, prepare_project
 
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "accuracy": "max", "loss": "min"}
 

@@ -8,6 +8,11 @@ Writes <out>/report.md (figures in <out>/figures), results.csv (one row per run)
 curves.csv (one row per run and epoch); every run is an ordinary run directory under
 <out>/runs. The same command again skips finished runs and resumes an interrupted one.
 Every training flag of train_image.py / train_video.py passes through.
+
+Several machines share one grid through Keras Tuner's distributed mode: set
+KERASTUNER_TUNER_ID (chief, worker0, worker1, ...), KERASTUNER_ORACLE_IP and
+KERASTUNER_ORACLE_PORT and run the same command everywhere, with --out on a
+filesystem they all see; the chief writes the report when the grid is done.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ from keras_attn.experiments import image as image_experiment
 from keras_attn.experiments import video as video_experiment
 from keras_attn.study import image as image_study
 from keras_attn.study import video as video_study
+from keras_attn.study.distributed import run_distributed_grid
 from keras_attn.study.grid import collect, run_grid, write_study_file, write_tables
 from keras_attn.study.report import write_report
 from keras_attn.training.files import read_json
+from keras_attn.tuner_cluster import check_port_free, distributed_role
 
 # The default image study is sized to finish on 2 CPU cores in under an hour (README):
 # 48 px and batch 32 buy the optimizer steps that the cluttered shapes need.
@@ -119,6 +126,9 @@ def main():
     out = Path(settings.pop("out") or os.path.join("runs", "study", kind))
     for key in ("kind", "run_dir", "overwrite", "focus_images", "focus_every"):
         settings.pop(key, None)
+    role, ip, port = distributed_role()
+    if role == "chief":
+        check_port_free(ip, port)
 
     if kind == "image":
         image_study.check_variants(variants, settings)
@@ -148,13 +158,21 @@ def main():
         out=str(out),
     )
     out.mkdir(parents=True, exist_ok=True)
-    write_study_file(out, dict(kind=kind, variants=variants, seeds=seeds, meta=meta))
-    counts = run_grid(out, variants, seeds, run_one)
+    if role != "worker":
+        write_study_file(out, dict(kind=kind, variants=variants, seeds=seeds, meta=meta))
+    if role == "single":
+        run_grid(out, variants, seeds, run_one)
+    else:
+        run_distributed_grid(out, variants, seeds, run_one, role, ip, port)
+        if role == "worker":
+            return  # the chief writes the report
     curves, runs = collect(out, variants, seeds)
     write_tables(out, curves, runs)
     report = write_report(curves, runs, meta, out, other=other_study(out, kind))
+    counts = runs["status"].value_counts()
     print(
-        f"[study] {counts['completed']} runs completed, {counts['failed']} failed; report: {report}"
+        f"[study] {counts.get('completed', 0)} of {len(runs)} runs completed, "
+        f"{counts.get('failed', 0)} failed; report: {report}"
     )
 
 

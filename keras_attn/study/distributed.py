@@ -1,0 +1,90 @@
+"""The study's grid through Keras Tuner's distributed mode: several machines share the runs.
+
+The chief (`KERASTUNER_TUNER_ID=chief`) serves a grid-search oracle over
+`variant × seed`; each worker (`worker0`, `worker1`, ...) asks it for a cell,
+trains that cell's ordinary run directory under `<out>/runs` and asks again.
+`--out` must be a folder every machine sees (a shared filesystem): the chief
+writes the report from the run directories once the grid is done. The oracle's
+own state lives in `<out>/grid_oracle`, so a restarted chief does not hand out
+finished cells again (and a finished run directory is skipped anyway).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import keras_tuner as kt
+
+from keras_attn.study.grid import run_dir_for
+from keras_attn.training.run import TrainingDiverged
+
+
+class GridTuner(kt.Tuner):
+    """A Keras Tuner tuner whose trials are the study's cells, run by `run_one`."""
+
+    def __init__(self, out: Path, variants, seeds, run_one: Callable, **kwargs):
+        self.out = Path(out)
+        self.variants = list(variants)
+        self.seeds = list(seeds)
+        self.run_one = run_one
+        self.cells_run: list[tuple[str, int]] = []
+        oracle = kt.oracles.GridSearchOracle(
+            objective=kt.Objective("best_val_accuracy", "max"),
+            max_trials=len(self.variants) * len(self.seeds),
+        )
+        super().__init__(
+            oracle=oracle,
+            directory=str(self.out),
+            project_name="grid_oracle",
+            overwrite=False,
+            **kwargs,
+        )
+
+    def _populate_initial_space(self):
+        # The grid is known: no model has to be built to discover it.
+        hp = self.oracle.get_space()
+        hp.Choice("variant", self.variants)
+        hp.Choice("seed", self.seeds)
+        self.oracle.update_space(hp)
+
+    def run_trial(self, trial, *args, **kwargs):
+        variant = trial.hyperparameters.get("variant")
+        seed = int(trial.hyperparameters.get("seed"))
+        print(f"[study] {self.tuner_id}: {variant}, seed {seed}", flush=True)
+        try:
+            summary = self.run_one(variant, seed, run_dir_for(self.out, variant, seed))
+        except TrainingDiverged as err:
+            # The run directory says "diverged"; the grid counts it and goes on.
+            print(f"[study] {variant} seed {seed} failed: {err}", flush=True)
+            summary = {}
+        self.cells_run.append((variant, seed))
+        return {"best_val_accuracy": float(summary.get("best_val_accuracy") or 0.0)}
+
+    # Runs are saved by their own run directories; the tuner keeps no models.
+    def save_model(self, trial_id, model, step=0):
+        pass
+
+    def load_model(self, trial):
+        raise NotImplementedError("the study's models are in <out>/runs/*/best.keras")
+
+
+def run_distributed_grid(
+    out: Path,
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    run_one: Callable,
+    role: str,
+    ip: str,
+    port: int,
+) -> None:
+    """Serves the grid (chief) or works through it (worker); returns when the grid is done."""
+    from keras_attn.tuner_cluster import serve_oracle
+
+    tuner = GridTuner(out, variants, seeds, run_one)
+    if role == "chief":
+        serve_oracle(tuner, ip, port)
+    else:
+        tuner.search()
+        cells = ", ".join(f"{v}/seed{s}" for v, s in tuner.cells_run) or "none"
+        print(f"[study] {tuner.tuner_id}: done; ran {cells}", flush=True)
