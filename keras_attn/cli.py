@@ -49,6 +49,12 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--strategy", choices=STRATEGIES, help="mirrored: data-parallel over this machine's GPUs"
     )
+    g.add_argument(
+        "--mixed-precision",
+        choices=("auto", "on", "off"),
+        help="float16 compute, float32 weights; auto: on with a GPU",
+    )
+    g.add_argument("--jit-compile", choices=("auto", "on", "off"), help="XLA; auto: on with a GPU")
     g.add_argument("--run-dir", help="where the run's files go (default: runs/<kind>/<name>)")
     g.add_argument(
         "--overwrite",

@@ -43,6 +43,8 @@ DEFAULTS = dict(
     deterministic=False,
     early_stopping=0,
     strategy="auto",
+    mixed_precision="auto",
+    jit_compile="auto",
 )
 # The original study: CIFAR-100, small DenseNet with a linear-attention head, 100 epochs,
 # batch 128, AdamW 3e-4, weight decay 1e-4, label smoothing 0.1, cosine, seed 42.

@@ -72,6 +72,8 @@ DEFAULTS = dict(
     deterministic=False,
     early_stopping=0,
     strategy="auto",
+    mixed_precision="auto",
+    jit_compile="auto",
 )
 # Settings that say where a run goes or how to treat an old one, not what it computes.
 NOT_IN_CONFIG = ("run_dir", "overwrite", "cache_dir")

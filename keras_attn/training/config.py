@@ -33,7 +33,8 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     early_stopping: int = 0  # patience in epochs on val_accuracy; 0 = off
-    jit_compile: bool = False
+    jit_compile: str = "auto"  # auto | on | off: XLA; auto = on with a GPU
+    mixed_precision: str = "auto"  # auto | on | off: float16 compute; auto = on with a GPU
     strategy: str = "none"  # auto | mirrored | none, see training/distribute.py
 
     def validate(self) -> None:
@@ -56,6 +57,11 @@ class TrainConfig:
             (self.loss in LOSSES, f"unknown loss '{self.loss}'; valid: " + ", ".join(LOSSES)),
             (self.early_stopping >= 0, "--early-stopping must be >= 0"),
             (self.step_epochs >= 1, "--step-epochs must be at least 1"),
+            (self.jit_compile in ("auto", "on", "off"), "--jit-compile must be auto, on or off"),
+            (
+                self.mixed_precision in ("auto", "on", "off"),
+                "--mixed-precision must be auto, on or off",
+            ),
         ]
         for ok, message in checks:
             if not ok:

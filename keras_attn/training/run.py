@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from keras_attn.errors import UserError
+from keras_attn.training import acceleration
 from keras_attn.training.callbacks import BestCheckpoint, EpochLine, HistoryCSV, LearningRateLogger
 from keras_attn.training.config import TrainConfig
 from keras_attn.training.distribute import distribution_strategy
@@ -109,14 +110,16 @@ def run_training(
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
+    mixed = acceleration.resolve(cfg.mixed_precision)
     # Variables created in the strategy's scope are mirrored; fit then splits each batch.
-    with distribution_strategy(cfg.strategy).scope():
-        model = with_stability_metrics(build_model())
+    with distribution_strategy(cfg.strategy).scope(), acceleration.precision_policy(mixed):
+        model = with_stability_metrics(acceleration.float32_logits(build_model()))
+        # Under mixed precision Keras wraps the optimizer in a LossScaleOptimizer.
         model.compile(
             optimizer=make_optimizer(cfg, steps_per_epoch, model),
             loss=make_loss(cfg),
             metrics=["accuracy"],
-            jit_compile=cfg.jit_compile,
+            jit_compile=acceleration.resolve(cfg.jit_compile),
         )
     num_classes = int(model.output.shape[-1])
 

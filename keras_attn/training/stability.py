@@ -110,8 +110,10 @@ class StabilityModel(keras.Model):
         if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
             gradients = [g / self.optimizer.dynamic_scale for g in gradients]
         norm = tf.linalg.global_norm(gradients)
-        self.grad_norm_mean.update_state(norm)
-        self.grad_norm_max.update_state(norm)
+        # A float16 overflow makes the loss scaler skip the step; it is not a gradient.
+        finite = tf.cast(tf.math.is_finite(norm), norm.dtype)
+        self.grad_norm_mean.update_state(norm, sample_weight=finite)
+        self.grad_norm_max.update_state(tf.where(finite > 0, norm, 0.0))
         self.batch_loss_std.update_state(replica_loss)
 
     def test_step(self, data):
