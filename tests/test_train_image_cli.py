@@ -103,3 +103,51 @@ def test_killed_run_resumes_and_every_epoch_appears_once(tmp_path):
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     assert history["epoch"].tolist() == [1, 2, 3]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs_completed"] == 3
+
+
+@pytest.mark.slow
+def test_killed_at_random_points_it_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
+    """kill -9 at seeded random moments (inside epochs, during checkpoint and backup writes),
+    re-running the same command each time: every epoch once, best.keras always loadable, and
+    with --deterministic the same final model as a run never interrupted."""
+    import numpy as np
+
+    args = [*TINY, "--epochs", "4", "--attention", "cbam", "--deterministic"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **OFFLINE}
+    straight = _cli([*args, "--run-dir", "straight"], tmp_path)
+    assert straight.returncode == 0, straight.stderr
+    rng = np.random.default_rng(7)
+    summary_path = tmp_path / "killed" / "summary.json"
+    kills = 0
+    for _ in range(12):
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "train_image.py"), *args, "--run-dir", "killed"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for line in proc.stdout:  # training has started: kill within the next second or so
+            if line.startswith(("Epoch", "Resuming")):
+                time.sleep(rng.uniform(0.0, 1.5))
+                break
+        proc.kill()
+        proc.wait(timeout=60)
+        kills += proc.returncode != 0
+        if (tmp_path / "killed" / "best.keras").exists():
+            keras.saving.load_model(tmp_path / "killed" / "best.keras")  # never half-written
+        if summary_path.exists() and json.loads(summary_path.read_text())["status"] == "completed":
+            break
+    assert kills >= 2  # the test killed some runs, it did not just watch them finish
+    finished = _cli([*args, "--run-dir", "killed"], tmp_path)
+    assert finished.returncode == 0, finished.stderr
+
+    history = pd.read_csv(tmp_path / "killed" / "history.csv")
+    assert history["epoch"].tolist() == [1, 2, 3, 4]
+    reference = pd.read_csv(tmp_path / "straight" / "history.csv")
+    np.testing.assert_allclose(history["loss"], reference["loss"], rtol=1e-5)
+    a = keras.saving.load_model(tmp_path / "killed" / "best.keras").get_weights()
+    b = keras.saving.load_model(tmp_path / "straight" / "best.keras").get_weights()
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)

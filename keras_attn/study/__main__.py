@@ -36,10 +36,11 @@ from keras_attn.training.files import read_json
 from keras_attn.tuner_cluster import check_port_free, distributed_role
 
 # The default image study is sized to finish on 2 CPU cores in under an hour (README):
-# 48 px and batch 32 buy the optimizer steps that the cluttered shapes need.
+# 48 px and batch 32 buy the optimizer steps that the cluttered shapes need. `linear`
+# (self-attention over every stage's pixels) costs about twice a CBAM run: opt in.
 IMAGE_DEFAULTS = {
     **image_experiment.DEFAULTS,
-    "attention": "none,channel,spatial,cbam,linear",
+    "attention": "none,channel,spatial,cbam",
     "image_size": 48,
     "synthetic_per_class": 200,
     "batch_size": 32,
