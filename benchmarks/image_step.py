@@ -1,0 +1,206 @@
+"""Training images/s of each image attention type on each backbone, and its overhead over none.
+
+    python benchmarks/image_step.py [--steps 20] [--repeats 3] [--batch 64]
+        [--backbones small_cnn,mobilenet_v2] [--attention none,channel,spatial,cbam,linear]
+
+Each model is `build_image_model(6, size, backbone, attention)` with the image experiment's
+DEFAULTS (6 synthetic classes, dropout 0.2, reduction 8, kernel 7, seed 0; random weights),
+at the size its backbone is run at: small_cnn 64 px (the default for synthetic data),
+mobilenet_v2 96 px, densenet 32 px (optional). It is compiled as `keras_attn.training.run`
+does: `with_stability_metrics`, `make_optimizer` / `make_loss` from the DEFAULTS' TrainConfig
+(AdamW 2e-3, weight decay 5e-4, cosine, label smoothing 0.1), metrics=["accuracy"],
+and jit_compile / mixed precision resolved by `acceleration` ("auto": off without a GPU).
+After warm-up (a `fit` of a few steps when built, so tracing is excluded, and another once
+all are built, in the timed order), each measurement
+times `model.fit(ds, epochs=1, steps_per_epoch=steps)` on ONE in-memory batch repeated
+(`Dataset.from_tensors((x, y_onehot)).repeat()`), so the model step alone is timed:
+images/s = steps * batch / seconds. Each repeat measures every variant once, in turn, and
+the table gives the median over repeats.
+
+overhead = none_img_per_s / variant_img_per_s - 1 (medians, same backbone). Goals (issue 6):
+CBAM <= 10% on MobileNetV2; channel and spatial <= 10% on the small CNN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_attn.experiments.image import DEFAULTS  # noqa: E402
+from keras_attn.layers import attention_names  # noqa: E402
+from keras_attn.models.image import build_image_model  # noqa: E402
+from keras_attn.training import acceleration  # noqa: E402
+from keras_attn.training.config import TrainConfig  # noqa: E402
+from keras_attn.training.optim import make_loss, make_optimizer  # noqa: E402
+from keras_attn.training.stability import with_stability_metrics  # noqa: E402
+
+SIZES = {"small_cnn": 64, "mobilenet_v2": 96, "densenet": 32}
+NUM_CLASSES = 6  # the synthetic set's
+GOALS = [("mobilenet_v2", "cbam"), ("small_cnn", "channel"), ("small_cnn", "spatial")]
+GOAL_MAX = 0.10
+
+
+def machine_line() -> str:
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"machine: os.cpu_count()={os.cpu_count()}, {platform.machine()}, Python "
+        f"{platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}; "
+        f"load average {load}; {date}"
+    )
+
+
+def compiled(build, cfg: TrainConfig, steps_per_epoch: int) -> keras.Model:
+    """`build()`'s model, seeded and compiled as `keras_attn.training.run.run_training` does."""
+    keras.utils.set_random_seed(cfg.seed)
+    with acceleration.precision_policy(acceleration.resolve(cfg.mixed_precision)):
+        model = with_stability_metrics(acceleration.float32_logits(build()))
+        model.compile(
+            optimizer=make_optimizer(cfg, steps_per_epoch, model),
+            loss=make_loss(cfg),
+            metrics=["accuracy"],
+            jit_compile=acceleration.resolve(cfg.jit_compile),
+        )
+    return model
+
+
+def repeated_batch(batch: int, size: int, num_classes: int, seed: int = 0) -> tf.data.Dataset:
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+    y = np.eye(num_classes, dtype=np.float32)[rng.integers(0, num_classes, batch)]
+    return tf.data.Dataset.from_tensors((x, y)).repeat()
+
+
+def warm_up(model: keras.Model, ds: tf.data.Dataset, steps: int) -> None:
+    """Traces the training step and runs it a few times (not timed)."""
+    model.fit(ds, epochs=1, steps_per_epoch=max(1, steps), verbose=0, shuffle=False)
+
+
+def fit_rate(model: keras.Model, ds: tf.data.Dataset, steps: int, batch: int) -> float:
+    """Images (or clips) per second of `steps` training steps in one `fit`."""
+    start = time.perf_counter()
+    model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+    return steps * batch / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="median over this many")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--batch", type=int, default=DEFAULTS["batch_size"])
+    parser.add_argument(
+        "--backbones", default="small_cnn,mobilenet_v2", help=f"of {','.join(SIZES)}"
+    )
+    parser.add_argument("--attention", default=",".join(attention_names()))
+    args = parser.parse_args()
+
+    backbones = [b for b in args.backbones.split(",") if b]
+    attentions = [a for a in args.attention.split(",") if a]
+    for b in backbones:
+        if b not in SIZES:
+            parser.error(f"unknown backbone {b!r}; choose from {', '.join(SIZES)}")
+    for a in attentions:
+        if a not in attention_names():
+            parser.error(f"unknown attention {a!r}; choose from {', '.join(attention_names())}")
+    if "none" not in attentions:
+        attentions.insert(0, "none")  # the overhead's reference
+
+    cfg = TrainConfig(**{k: DEFAULTS[k] for k in TrainConfig.field_names() if k in DEFAULTS})
+    cfg.batch_size = args.batch
+    # The default synthetic run's steps per epoch (only the schedule depends on it).
+    steps_per_epoch = math.ceil(NUM_CLASSES * DEFAULTS["synthetic_per_class"] / args.batch)
+    print(machine_line())
+    print(
+        f"batch {args.batch}, {args.steps} timed steps x {args.repeats} repeats (median), "
+        f"{args.warmup} warm-up steps; AdamW lr {cfg.lr} wd {cfg.weight_decay}, label "
+        f"smoothing {cfg.label_smoothing}, XLA {acceleration.resolve(cfg.jit_compile)}, mixed "
+        f"precision {acceleration.resolve(cfg.mixed_precision)} (auto); random weights, "
+        f"{NUM_CLASSES} classes"
+    )
+
+    variants, datasets = [], {}
+    t0 = time.perf_counter()
+    for backbone in backbones:
+        size = SIZES[backbone]
+        datasets[backbone] = repeated_batch(args.batch, size, NUM_CLASSES)
+        for attention in attentions:
+            build = functools.partial(
+                build_image_model,
+                NUM_CLASSES,
+                size,
+                backbone=backbone,
+                attention=attention,
+                weights="none",
+                dropout=DEFAULTS["dropout"],
+                seed=cfg.seed,
+                attention_options=dict(
+                    reduction=DEFAULTS["reduction"], kernel_size=DEFAULTS["kernel_size"]
+                ),
+            )
+            model = compiled(build, cfg, steps_per_epoch)
+            warm_up(model, datasets[backbone], args.warmup)
+            variants.append((backbone, attention, model))
+    for backbone, _, model in variants:  # a second untimed call each, in the timed order
+        warm_up(model, datasets[backbone], args.warmup)
+    built = time.perf_counter() - t0
+    print(f"built, compiled and warmed up {len(variants)} models in {built:.0f} s")
+
+    rates: dict[tuple[str, str], list[float]] = {(b, a): [] for b, a, _ in variants}
+    for _ in range(args.repeats):
+        for backbone, attention, model in variants:  # interleaved: A B C, A B C, ...
+            rates[backbone, attention].append(
+                fit_rate(model, datasets[backbone], args.steps, args.batch)
+            )
+
+    median = {key: statistics.median(values) for key, values in rates.items()}
+    overhead = {(b, a): median[b, "none"] / median[b, a] - 1 for b, a in median}
+    print()
+    print(f"{'backbone':<13}{'px':>4}  {'attention':<9}{'img/s':>9}  {'overhead':>9}  runs (img/s)")
+    for backbone, attention, _ in variants:
+        key = (backbone, attention)
+        runs = ", ".join(f"{r:.1f}" for r in rates[key])
+        over = "-" if attention == "none" else f"{100 * overhead[key]:+.1f}%"
+        print(
+            f"{backbone:<13}{SIZES[backbone]:>4}  {attention:<9}{median[key]:9.1f}  {over:>9}  "
+            f"{runs}"
+        )
+    print()
+
+    failed = measured = 0
+    for backbone, attention in GOALS:
+        label = f"{attention} on {backbone}: overhead"
+        if (backbone, attention) not in overhead:
+            print(f"{label} not measured (goal <= {GOAL_MAX:.0%})")
+            continue
+        measured += 1
+        ok = overhead[backbone, attention] <= GOAL_MAX
+        failed += not ok
+        print(
+            f"{label} {100 * overhead[backbone, attention]:+.1f}% "
+            f"(goal <= {GOAL_MAX:.0%}): {'met' if ok else 'NOT met'}"
+        )
+    if measured == 0:
+        print("goal not measured (none of the goal variants ran)")
+    else:
+        partial = "" if measured == len(GOALS) else f" (only {measured} of {len(GOALS)} measured)"
+        print(f"{'goal NOT met' if failed else 'goal met'}{partial}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""Is training input-bound? What each input pipeline delivers alone against its model's step.
+
+    python benchmarks/input_bound.py [--per-class 400] [--steps 20] [--head-steps 200]
+        [--clips 400] [--clips-per-class 8] [--repeats 3] [--parts image,features,clips]
+
+Three pairs, each measured alone (nothing else running in the process) and interleaved
+within each repeat (pipeline, model, next pipeline, ...); the table gives medians:
+
+- image: images/s of `train_dataset(data, 64, seed, 0, epochs)` (with the real crop-pad + flip
+  augmentation and the one-hot map `run_training` adds) on the default synthetic set
+  (`load_image_data("synthetic", ..., train_per_class=--per-class)`, 6 classes, 64 px;
+  generated into data/synthetic on first use), against images/s of the default model's
+  training step (small_cnn + cbam, batch 64, image DEFAULTS) on one in-memory batch repeated.
+- features: clips/s of the cached-feature dataset (`feature_dataset` on random arrays of
+  the real shapes: (N, 8, 1280) float32 features, (N, 8) masks, labels; batch 4, training
+  order) against clips/s of the video head's training step (`build_video_head((1280,), 8,
+  10, temporal="tcn", width=128)` with train_video.py's dropout and pooling; video DEFAULTS).
+- clips: clips/s of the uncached clip pipeline (`clip_dataset`, 8 uniform frames at 96 px,
+  batch 4, training order) on a few generated synthetic MP4s (`ensure_synthetic_videos` in a
+  temporary folder: 2 classes x --clips-per-class 8, ~12 clips after the generator's
+  missing files) against clips/s of the end-to-end model's training
+  step (`build_video_model` = random frozen MobileNetV2 encoder at 96 px + the same head).
+  The encoder's BatchNorm is not calibrated: that changes its values, not its cost.
+
+Each pipeline measurement makes a fresh iterator, pulls `--skip` batches untimed (start-up),
+then times the next `--batches` batches (default: one epoch for image and features, 20 for
+clips), and releases the iterator (no prefetching in the background while a model is
+timed). Models are compiled as `run_training` compiles them and warmed up (tracing
+excluded); each model measurement times `model.fit(..., steps_per_epoch=steps)`.
+Ratio = pipeline rate / model rate; goal >= 2x for each pair measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from benchmarks.image_step import compiled, fit_rate, machine_line, warm_up  # noqa: E402
+from keras_attn.data.features import feature_dataset  # noqa: E402
+from keras_attn.data.images import load_image_data, steps_per_epoch, train_dataset  # noqa: E402
+from keras_attn.data.synthetic_video import ensure_synthetic_videos  # noqa: E402
+from keras_attn.data.video import clip_dataset, scan_clips  # noqa: E402
+from keras_attn.data.wlasl import load_wlasl  # noqa: E402
+from keras_attn.experiments import image, video  # noqa: E402
+from keras_attn.models.image import build_image_model  # noqa: E402
+from keras_attn.models.video import build_frame_encoder, build_video_head, build_video_model  # noqa: E402
+from keras_attn.training.config import TrainConfig  # noqa: E402
+
+PARTS = ("image", "features", "clips")
+GOAL = 2.0
+FRAMES, FEATURE_DIM, VIDEO_CLASSES, VIDEO_SIZE = 8, 1280, 10, 96
+
+
+def train_config(defaults: dict) -> TrainConfig:
+    return TrainConfig(**{k: defaults[k] for k in TrainConfig.field_names() if k in defaults})
+
+
+def one_hot(num_classes: int):
+    return lambda x, y: (x, tf.one_hot(y, num_classes))
+
+
+def pipeline_rate(ds: tf.data.Dataset, skip: int, batches: int) -> float:
+    """Examples/s of `batches` batches from a fresh iterator over `ds`, after `skip` untimed.
+
+    A fresh iterator per measurement starts with empty buffers (nothing prefetched while a
+    model was being timed) and is released at the end, so no background thread of it competes
+    with the next model measurement.
+    """
+    iterator = iter(ds)
+    for _ in range(skip):
+        next(iterator)
+    count = 0
+    start = time.perf_counter()
+    for _ in range(batches):
+        _, y = next(iterator)
+        count += int(y.shape[0])
+    return count / (time.perf_counter() - start)
+
+
+def video_head():
+    return build_video_head(
+        (FEATURE_DIM,),
+        FRAMES,
+        VIDEO_CLASSES,
+        temporal=video.DEFAULTS["temporal"],
+        width=video.DEFAULTS["width"],
+        dropout=video.DEFAULTS["dropout"],
+        seed=video.DEFAULTS["seed"],
+        temporal_options=dict(
+            filters=video.DEFAULTS["width"], pool=video.DEFAULTS["temporal_pool"]
+        ),
+    )
+
+
+def repeated_clips(batch: int, frame_shape: tuple[int, ...]) -> tf.data.Dataset:
+    rng = np.random.default_rng(0)
+    scale = 255.0 if len(frame_shape) == 3 else 1.0  # pixels or features
+    x = (scale * rng.random((batch, FRAMES, *frame_shape))).astype(np.float32)
+    mask = np.ones((batch, FRAMES), bool)
+    y = np.eye(VIDEO_CLASSES, dtype=np.float32)[rng.integers(0, VIDEO_CLASSES, batch)]
+    return tf.data.Dataset.from_tensors(((x, mask), y)).repeat()
+
+
+def setup_image(args, cfg: TrainConfig, work: list) -> str:
+    data = load_image_data(
+        "synthetic",
+        str(ROOT / "data" / "synthetic"),
+        None,
+        seed=cfg.seed,
+        train_per_class=args.per_class,
+    )
+    per_epoch = steps_per_epoch(data, cfg.batch_size)
+    batches = args.batches or per_epoch
+    epochs = math.ceil((args.skip + batches) / per_epoch) + 1
+    ds = train_dataset(data, cfg.batch_size, cfg.seed, 0, epochs).map(one_hot(data.num_classes))
+    pipeline_rate(ds, 1, 1)  # a first pass through the pipeline, not timed
+
+    def build():
+        return build_image_model(
+            data.num_classes,
+            data.image_size,
+            backbone=image.DEFAULTS["backbone"],
+            attention=image.DEFAULTS["attention"],
+            weights="none",
+            dropout=image.DEFAULTS["dropout"],
+            seed=cfg.seed,
+            attention_options=dict(
+                reduction=image.DEFAULTS["reduction"], kernel_size=image.DEFAULTS["kernel_size"]
+            ),
+        )
+
+    model = compiled(build, cfg, per_epoch)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (cfg.batch_size, data.image_size, data.image_size, 3))
+    y = np.eye(data.num_classes)[rng.integers(0, data.num_classes, cfg.batch_size)]
+    batch_ds = tf.data.Dataset.from_tensors((x.astype("float32"), y.astype("float32"))).repeat()
+    warm_up(model, batch_ds, args.warmup)
+    work.append(
+        (
+            "image",
+            "img/s",
+            lambda: pipeline_rate(ds, args.skip, batches),
+            lambda: fit_rate(model, batch_ds, args.steps, cfg.batch_size),
+            lambda: (pipeline_rate(ds, 1, 1), warm_up(model, batch_ds, args.warmup)),
+        )
+    )
+    return (
+        f"image: {data.summary_line()}; augment {data.augment}, batch {cfg.batch_size}, "
+        f"{batches} batches timed; model {image.DEFAULTS['backbone']} + "
+        f"{image.DEFAULTS['attention']}"
+    )
+
+
+def setup_features(args, cfg: TrainConfig, work: list) -> str:
+    rng = np.random.default_rng(0)
+    n = args.clips
+    features = rng.standard_normal((n, FRAMES, FEATURE_DIM), dtype=np.float32)
+    masks = np.ones((n, FRAMES), bool)
+    labels = rng.integers(0, VIDEO_CLASSES, n).astype(np.int32)
+    per_epoch = math.ceil(n / cfg.batch_size)
+    batches = args.batches or per_epoch
+    epochs = math.ceil((args.skip + batches) / per_epoch) + 1
+    ds = feature_dataset(features, masks, labels, cfg.batch_size, cfg.seed, True, 0, epochs)
+    ds = ds.map(one_hot(VIDEO_CLASSES))
+    pipeline_rate(ds, 1, 1)
+
+    model = compiled(video_head, cfg, per_epoch)
+    batch_ds = repeated_clips(cfg.batch_size, (FEATURE_DIM,))
+    warm_up(model, batch_ds, args.warmup)
+    work.append(
+        (
+            "features",
+            "clips/s",
+            lambda: pipeline_rate(ds, args.skip, batches),
+            lambda: fit_rate(model, batch_ds, args.head_steps, cfg.batch_size),
+            lambda: (pipeline_rate(ds, 1, 1), warm_up(model, batch_ds, args.warmup)),
+        )
+    )
+    return (
+        f"features: {n} clips of ({FRAMES}, {FEATURE_DIM}) float32, batch {cfg.batch_size}, "
+        f"{batches} batches timed; model video head (tcn, width {video.DEFAULTS['width']}), "
+        f"{args.head_steps} steps timed"
+    )
+
+
+def setup_clips(args, cfg: TrainConfig, work: list, tmp: str) -> str:
+    t0 = time.perf_counter()
+    data_dir = ensure_synthetic_videos(
+        root=f"{tmp}/synthetic",
+        num_classes=2,
+        clips_per_class=args.clips_per_class,
+        image_size=VIDEO_SIZE,
+    )
+    index = load_wlasl(data_dir, "test", None, "frequency")
+    records, _ = scan_clips(index.train + index.val)
+    made = time.perf_counter() - t0
+    per_epoch = math.ceil(len(records) / cfg.batch_size)
+    batches = args.batches or 20
+    epochs = math.ceil((args.skip + batches) / per_epoch) + 1
+    ds = clip_dataset(
+        records, FRAMES, "uniform", VIDEO_SIZE, cfg.seed, True, cfg.batch_size, False, 0, epochs
+    )
+    ds = ds.map(one_hot(VIDEO_CLASSES))
+    pipeline_rate(ds, 1, 1)
+
+    encoder, _ = build_frame_encoder(video.DEFAULTS["backbone"], VIDEO_SIZE, "none")
+
+    def build():
+        return build_video_model(encoder, video_head(), FRAMES)
+
+    model = compiled(build, cfg, per_epoch)
+    batch_ds = repeated_clips(cfg.batch_size, (VIDEO_SIZE, VIDEO_SIZE, 3))
+    warm_up(model, batch_ds, args.warmup)
+    work.append(
+        (
+            "clips",
+            "clips/s",
+            lambda: pipeline_rate(ds, args.skip, batches),
+            lambda: fit_rate(model, batch_ds, args.steps, cfg.batch_size),
+            lambda: (pipeline_rate(ds, 1, 1), warm_up(model, batch_ds, args.warmup)),
+        )
+    )
+    return (
+        f"clips: {len(records)} synthetic MP4s (generated in {made:.1f} s), {FRAMES} frames "
+        f"at {VIDEO_SIZE} px, batch {cfg.batch_size}, {batches} batches timed; model random "
+        f"frozen {video.DEFAULTS['backbone']} encoder + the video head, {args.steps} steps timed"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--per-class", type=int, default=image.DEFAULTS["synthetic_per_class"])
+    parser.add_argument("--clips", type=int, default=400, help="cached-feature clips (random)")
+    parser.add_argument("--clips-per-class", type=int, default=8, help="synthetic MP4s, 2 classes")
+    parser.add_argument("--steps", type=int, default=20, help="timed image/end-to-end steps")
+    parser.add_argument("--head-steps", type=int, default=200, help="timed video head steps")
+    parser.add_argument("--batches", type=int, help="timed pipeline batches (default: see doc)")
+    parser.add_argument("--skip", type=int, default=10, help="untimed batches before each")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed model steps first")
+    parser.add_argument("--repeats", type=int, default=3, help="median over this many")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"of {','.join(PARTS)}")
+    args = parser.parse_args()
+    parts = [p for p in args.parts.split(",") if p]
+    for part in parts:
+        if part not in PARTS:
+            parser.error(f"unknown part {part!r}; choose from {', '.join(PARTS)}")
+
+    print(machine_line())
+    image_cfg, video_cfg = train_config(image.DEFAULTS), train_config(video.DEFAULTS)
+    work: list = []
+    with tempfile.TemporaryDirectory(prefix="input_bound_") as tmp:
+        t0 = time.perf_counter()
+        if "image" in parts:
+            print(setup_image(args, image_cfg, work))
+        if "features" in parts:
+            print(setup_features(args, video_cfg, work))
+        if "clips" in parts:
+            print(setup_clips(args, video_cfg, work, tmp))
+        for _, _, _, _, warm in work:  # one untimed round, in the timed order
+            warm()
+        print(f"set up and warmed up in {time.perf_counter() - t0:.0f} s")
+
+        rates = {name: ([], []) for name, *_ in work}
+        for _ in range(args.repeats):
+            for name, _, pipeline, model, _ in work:  # interleaved
+                rates[name][0].append(pipeline())
+                rates[name][1].append(model())
+
+    print()
+    print(f"{'part':<10}{'unit':<9}{'pipeline':>10}{'model':>10}{'ratio':>10}  goal >= {GOAL:g}x")
+    failed = 0
+    for name, unit, *_ in work:
+        pipe, model = (statistics.median(r) for r in rates[name])
+        ratio = pipe / model
+        failed += ratio < GOAL
+        runs = "; ".join(
+            f"{p:.1f}/{m:.1f}" for p, m in zip(rates[name][0], rates[name][1], strict=True)
+        )
+        print(
+            f"{name:<10}{unit:<9}{pipe:10.1f}{model:10.1f}{ratio:9.2f}x  "
+            f"{'met' if ratio >= GOAL else 'NOT met'}  (runs pipeline/model: {runs})"
+        )
+    print()
+    print("goal NOT met" if failed else "goal met")
+
+
+if __name__ == "__main__":
+    main()
