@@ -231,3 +231,27 @@ def test_feature_dataset_order_shapes_and_resume():
     assert [b[2].tolist() for b in run(seed=4)] != [b[2].tolist() for b in batches]
     assert [b[2].tolist() for b in run(start_epoch=2)] == [b[2].tolist() for b in batches[6:]]
     assert np.concatenate([b[2] for b in run(training=False)]).tolist() == list(range(n))
+
+
+class _WouldRunCode:
+    """Unpickling this object would create `path`: the proof that a pickle was executed."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+def test_a_cache_file_holding_a_pickle_is_a_miss_and_is_never_unpickled(tmp_path, clips, encoder):
+    cache = FeatureCache(tmp_path / "cache", encoder, "tiny-v1")
+    cache.features_for(clips[:1], T, "uniform", S)
+    (cached,) = cache_files(tmp_path / "cache")
+    marker = tmp_path / "pickle-ran"
+    features = np.empty(1, dtype=object)
+    features[0] = _WouldRunCode(marker)
+    np.savez(cached, features=features, mask=np.ones(T, bool), frame_indices=np.arange(T))
+    x, _, _, stats = cache.features_for(clips[:1], T, "uniform", S)
+    assert (stats["hits"], stats["misses"]) == (0, 1)  # recomputed, not loaded
+    assert not marker.exists()
+    assert x.dtype == np.float32 and x.shape == (1, T, 6)

@@ -1,8 +1,9 @@
 """Image files on disk: scan class folders, decode with TensorFlow, find unreadable files.
 
 Decoding is pure TensorFlow (`tf.io.decode_image` plus a fix for 8-bit palette BMPs,
-which TF would otherwise return as palette indices shown as grey levels), so the
-same function validates files at load time and streams them inside `tf.data`.
+which TF would otherwise return as palette indices shown as grey levels, and the JPEG
+EXIF Orientation tag, which TF ignores), so the same function validates files at load
+time and streams them inside `tf.data`.
 """
 
 from __future__ import annotations
@@ -76,8 +77,82 @@ def _decode_palette_bmp(contents: tf.Tensor, header: tf.Tensor) -> tf.Tensor:
     return tf.gather(palette, tf.minimum(indices, tf.shape(palette)[0] - 1))
 
 
+def _read(contents: tf.Tensor, offset: tf.Tensor, n: int) -> tf.Tensor:
+    """`n` bytes of `contents` from `offset` as int64 (n,), zeros past the end."""
+    # Offsets come from the file itself: clamp so a corrupt one cannot make substr fail.
+    size = tf.cast(tf.strings.length(contents), tf.int64)
+    offset = tf.cast(tf.clip_by_value(tf.cast(offset, tf.int64), 0, size), tf.int32)
+    chunk = tf.strings.join([tf.strings.substr(contents, offset, n), b"\0" * n])
+    raw = tf.io.decode_raw(tf.strings.substr(chunk, 0, n), tf.uint8)
+    return tf.cast(tf.reshape(raw, [n]), tf.int64)
+
+
+def _uint(b: tf.Tensor, little: tf.Tensor) -> tf.Tensor:
+    """Unsigned integers from int64 bytes (..., k), little- or big-endian -> (...)."""
+    weights = tf.constant([256**i for i in range(b.shape[-1])], tf.int64)
+    return tf.reduce_sum(b * tf.where(little, weights, weights[::-1]), axis=-1)
+
+
+_EXIF_SEARCH = 1 << 16  # EXIF comes first, or after headers such as JFIF's (bytes searched)
+_MAX_ENTRIES = 64  # IFD0 tags are sorted, so Orientation (0x0112) comes within the first few
+
+
+def _exif_orientation(contents: tf.Tensor) -> tf.Tensor:
+    """EXIF Orientation (1-8) of JPEG bytes: int64 scalar, 1 when absent, unreadable or
+    not a JPEG."""
+    # Find the EXIF block by its "Exif\0\0" signature (splitting is a byte search, with no
+    # loop over segments) and accept it only where an APP1 segment (FF E1, length) starts.
+    head = tf.strings.substr(contents, 0, _EXIF_SEARCH)
+    start = tf.strings.length(tf.strings.split(head, b"Exif\0\0", maxsplit=1)[0])
+    exif = (
+        tf.equal(tf.strings.substr(contents, 0, 2), b"\xff\xd8")
+        & (start >= 4)
+        & (start < tf.strings.length(head))
+        & tf.equal(tf.strings.substr(contents, tf.maximum(start - 4, 0), 2), b"\xff\xe1")
+    )
+    # Only files with EXIF pay for reading its tags.
+    return tf.cond(
+        exif,
+        lambda: _orientation_tag(contents, tf.cast(start, tf.int64) + 6),
+        lambda: tf.constant(1, tf.int64),
+    )
+
+
+def _orientation_tag(contents: tf.Tensor, tiff: tf.Tensor) -> tf.Tensor:
+    """The Orientation tag of the TIFF structure at offset `tiff` of `contents`, 1 when
+    absent or out of range."""
+    little = tf.equal(_read(contents, tiff, 1)[0], ord("I"))  # "II" little-endian, "MM" big
+    ifd = tiff + _uint(_read(contents, tiff + 4, 4), little)  # after the byte order and 42
+    count = _uint(_read(contents, ifd, 2), little)
+    entries = tf.reshape(_read(contents, ifd + 2, 12 * _MAX_ENTRIES), [_MAX_ENTRIES, 12])
+    found = tf.equal(_uint(entries[:, :2], little), 0x0112) & (
+        tf.range(_MAX_ENTRIES, dtype=tf.int64) < count
+    )
+    value = tf.reduce_max(tf.where(found, _uint(entries[:, 8:10], little), 0))
+    return tf.where((value >= 1) & (value <= 8), value, tf.constant(1, tf.int64))
+
+
+def _orient(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+    """(H, W, 3) as stored -> as viewers show it, by EXIF `orientation` ((W, H, 3) for 5-8).
+
+    2 mirrors, 3 turns 180 degrees, 4 flips; 5-8 transpose first, then 6 (stored turned
+    anticlockwise) mirrors to turn it clockwise, 7 turns 180 degrees and 8 flips.
+    """
+    o = tf.cast(orientation, tf.int32)
+
+    def turned():
+        perm = tf.where(o >= 5, [1, 0, 2], [0, 1, 2])
+        flip = tf.reduce_any(tf.equal(o, [3, 4, 7, 8]))  # rows reversed
+        mirror = tf.reduce_any(tf.equal(o, [2, 3, 6, 7]))  # columns reversed
+        return tf.reverse(tf.transpose(image, perm), tf.boolean_mask([0, 1], [flip, mirror]))
+
+    # tf.reverse copies even with no axes: pass the usual upright image straight through.
+    return tf.cond(tf.equal(o, 1), lambda: image, turned)
+
+
 def decode(contents: tf.Tensor) -> tf.Tensor:
-    """Encoded JPEG/PNG/BMP/GIF/WebP bytes -> uint8 RGB (H, W, 3); GIFs give their first frame."""
+    """Encoded JPEG/PNG/BMP/GIF/WebP bytes -> uint8 RGB (H, W, 3): GIFs give their first
+    frame, 16-bit PNGs are scaled to 8 bits, JPEGs are turned by their EXIF Orientation."""
     head = tf.strings.substr(
         tf.strings.join([tf.strings.substr(contents, 0, 54), b"\0" * 54]), 0, 54
     )
@@ -88,11 +163,12 @@ def decode(contents: tf.Tensor) -> tf.Tensor:
         & tf.equal(_u16(header, 28), 8)  # 8 bits per pixel: palette indices
         & tf.equal(_u32(header, 30), 0)  # uncompressed
     )
-    return tf.cond(
+    image = tf.cond(
         palette_bmp,
         lambda: _decode_palette_bmp(contents, header),
         lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
     )
+    return _orient(image, _exif_orientation(contents))
 
 
 def resize_uint8(images: tf.Tensor, size: int) -> tf.Tensor:

@@ -10,10 +10,15 @@ Frame counts and seeking:
 - The container's frame count (``CAP_PROP_FRAME_COUNT``) is used when it is plausible; when it is
   not (0, negative, absurd, as for a raw ``.h264`` stream) the frames are counted by grabbing.
 - A jump of more than ``SEEK_AHEAD`` frames uses ``CAP_PROP_POS_FRAMES``; it proved exact on
-  H.264 (B-frames, several GOPs, audio track, non-zero start time) and ``mp4v`` files. Every seek
-  is checked (the position OpenCV reports must be the target); a seek that is not exact, or a
-  file that ends before its reported frame count, makes the reader count the decodable frames and
-  read again sequentially. A file that decodes clearly fewer frames than it claims (more than
+  H.264 (B-frames, several GOPs, audio track, non-zero start time) and ``mp4v`` files. OpenCV
+  seeks by time (frame number / ``CAP_PROP_FPS``, the average rate) and derives the position it
+  reports from the landed frame's timestamp, so in a variable frame rate file it lands on another
+  frame yet reports the target. Seeking is therefore used only in a file whose packet timestamps
+  (read without decoding, once per capture) put every frame ``k`` at ``k`` frame intervals after
+  the first; any other file is walked frame by frame. Every seek is checked (the position
+  OpenCV reports must be the target); a seek that is not exact, or a file that ends before its
+  reported frame count, makes the reader count the decodable frames and read again
+  sequentially. A file that decodes clearly fewer frames than it claims (more than
   ``max(3, 5%)`` short: a truncated download) raises ``VideoDecodeError``; a small shortfall (an
   off-by-a-few count) is tolerated and the clip is sampled over the frames that decode. (An
   overstated count goes unnoticed when no sampled frame lies past the real end.)
@@ -121,6 +126,32 @@ def _seek(cap: cv2.VideoCapture, index: int) -> bool:
     return int(round(cap.get(cv2.CAP_PROP_POS_FRAMES))) == index
 
 
+def _evenly_timed(path: str) -> bool:
+    """Whether frame `k` (presentation order) is `k / CAP_PROP_FPS` after the first, for every `k`.
+
+    Only then does OpenCV's time-based seek land on the frame number asked for. Reads the
+    packets' timestamps in raw mode (demux only, no decoding: milliseconds per clip).
+    """
+    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    try:
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        if not (cap.isOpened() and math.isfinite(fps) and fps > 0):
+            return False
+        if not cap.set(cv2.CAP_PROP_FORMAT, -1):  # no raw mode: cannot tell, so never seek
+            return False
+        times = []
+        while cap.grab():
+            times.append(cap.get(cv2.CAP_PROP_POS_MSEC))
+    finally:
+        cap.release()
+    if not times:
+        return False
+    # Packets come in decode order (B-frames): sort to get presentation order. A quarter frame
+    # of slack absorbs timestamps rounded to the container's time base.
+    offsets = (np.sort(times) - min(times)) * fps / 1000.0
+    return bool(np.all(np.abs(offsets - np.arange(len(offsets))) < 0.25))
+
+
 class _Capture:
     """A `cv2.VideoCapture` that tracks the index of the frame the next `grab()` returns."""
 
@@ -137,6 +168,7 @@ class _Capture:
                 self.path, "cannot open as a video (not a video, no video stream, or truncated)"
             )
         self.pos = 0
+        self._seekable: bool | None = None  # _evenly_timed, checked at the first far jump
 
     def __enter__(self) -> _Capture:
         return self
@@ -153,8 +185,13 @@ class _Capture:
             self.pos += 1
         return self.pos
 
+    def seekable(self) -> bool:
+        if self._seekable is None:
+            self._seekable = _evenly_timed(self.path)
+        return self._seekable
+
     def skip_to(self, index: int, allow_seek: bool) -> None:
-        if allow_seek and index - self.pos > SEEK_AHEAD:
+        if allow_seek and index - self.pos > SEEK_AHEAD and self.seekable():
             if not _seek(self.cap, index):
                 raise _Unreachable
             self.pos = index

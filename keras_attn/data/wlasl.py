@@ -10,9 +10,10 @@ Two index formats are understood, detected by content:
 
 Clips live at ``<data_dir>/videos/<video_id>.mp4``. Most WLASL downloads lack many videos, so a
 missing file is counted, never an error. Entries that cannot be used (an id that would leave
-``videos/``, a duplicate id, a bad frame range, an unknown class id) are listed in
-``WlaslIndex.rejected`` with the reason; a file that cannot be read as an index at all raises
-``UserError`` with one line naming the file.
+``videos/``, a bad frame range, an unknown class id, a repeated id: the first entry of an id
+decides, even when it is itself rejected) are listed in ``WlaslIndex.rejected`` with the
+reason; a file that cannot be read as an index at all raises ``UserError`` with one line naming
+the file.
 
 Frame ranges are converted to 0-based inclusive: ``frame_start`` 1 -> 0, ``frame_end`` -1 -> None
 (to the last frame), ``frame_end`` n -> n - 1.
@@ -302,15 +303,19 @@ def _read_index(path: Path, data_dir: Path) -> tuple[list[_Entry], list[dict]]:
             f"{path}: top level is a JSON {type(data).__name__}, expected a list of glosses "
             f"(WLASL_v0.3.json) or an object of video ids (nslt_N.json)"
         )
-    entries, rejected, seen = [], [], set()
+    entries, rejected = [], []
+    first_kept: dict[str, bool] = {}  # video_id -> whether its first entry was kept
     for entry, problem in raw:
         vid = entry.video_id
         unsafe = _unsafe_id(vid)
-        if unsafe is None and vid in seen:
-            unsafe = "duplicate video_id (the first entry is kept)"
-        if unsafe is None:
-            seen.add(vid)
+        if unsafe is None and vid in first_kept:
+            # The first entry decides; a later one never stands in for a rejected first one,
+            # since the index contradicts itself about that video.
+            first = "is kept" if first_kept[vid] else "was rejected too"
+            unsafe = f"duplicate video_id (the first entry {first})"
         problem = unsafe or problem or _range_problem(entry.start, entry.end)
+        if unsafe is None:  # a safe id seen for the first time
+            first_kept[vid] = problem is None
         if problem is not None:
             rejected.append({"video_id": vid, "reason": problem})
         else:
