@@ -20,8 +20,9 @@ import tensorflow as tf
 
 from keras_attn.cli import run_name
 from keras_attn.data.features import DETERMINISTIC_MODES, FeatureCache, feature_dataset
+from keras_attn.data.synthetic_video import ensure_synthetic_videos
 from keras_attn.data.video import SAMPLING_MODES, clip_dataset, read_clip_frames, scan_clips
-from keras_attn.data.wlasl import WlaslIndex
+from keras_attn.data.wlasl import WlaslIndex, load_wlasl
 from keras_attn.errors import UserError
 from keras_attn.layers import temporal_names
 from keras_attn.models.backbones import PRETRAINABLE
@@ -132,6 +133,49 @@ def add_video_flags(parser: argparse.ArgumentParser, variants: bool = False) -> 
     )
     model_flags.add_argument("--width", type=int, help="per-frame projection and TCN width")
     model_flags.add_argument("--dropout", type=float)
+
+
+@dataclasses.dataclass
+class VideoData:
+    """The selected clips (`index`, with the annotated sign ranges) and what runs train on."""
+
+    index: WlaslIndex
+    inputs: VideoInputs
+    data_dir: str
+    image_size: int
+
+
+def load_video_data(settings: dict) -> VideoData:
+    """The index (the synthetic set unless `data_dir`), scanned clips and frozen features.
+
+    With `frame_range` "clip" the frames are sampled over whole files; the returned
+    index keeps the annotated ranges.
+    """
+    if settings["num_frames"] < 1:
+        raise UserError("--num-frames must be at least 1")
+    data_dir = settings["data_dir"] or ensure_synthetic_videos(
+        clips_per_class=settings["synthetic_clips_per_class"]
+    )
+    image_size = settings["image_size"] or (224 if settings["data_dir"] else 96)
+    index = load_wlasl(
+        data_dir, settings["val_split"], settings["limit_classes"] or None, settings["class_order"]
+    )
+    print(index.summary_line())
+    inputs = prepare_video_inputs(
+        index.over_whole_clips() if settings["frame_range"] == "clip" else index,
+        settings["num_frames"],
+        settings["sampling"],
+        image_size,
+        settings["backbone"],
+        settings["backbone_weights"],
+        feature_maps=settings["frame_attention"] != "none",
+        crop_bbox=settings["crop_bbox"],
+        feature_cache=settings["feature_cache"] == "on",
+        cache_dir=settings["cache_dir"],
+        batch_size=settings["batch_size"],
+        seed=settings["seed"],
+    )
+    return VideoData(index, inputs, str(data_dir), image_size)
 
 
 def video_run(settings: dict, data_dir, image_size: int) -> tuple[dict, str]:

@@ -139,14 +139,14 @@ def main():
         extra = {}
     else:
         video_study.check_variants(variants)
-        index, inputs, in_sign, where = video_study.load_study_videos(settings)
-        run_one = video_study.video_runner(settings, index, inputs, in_sign, where)
+        data = video_experiment.load_video_data(settings)
+        run_one = video_study.video_runner(settings, data)
         where_sampled = "whole clip" if settings["frame_range"] == "clip" else "annotated sign"
         data_line = (
-            f"{index.summary_line()}; {settings['num_frames']} frames per clip sampled over "
+            f"{data.index.summary_line()}; {settings['num_frames']} frames per clip sampled over "
             f"the {where_sampled}"
         )
-        extra = {"frozen_backbone_is_random": inputs.summary["frozen_backbone_is_random"]}
+        extra = {"frozen_backbone_is_random": data.inputs.summary["frozen_backbone_is_random"]}
 
     meta = dict(
         kind=kind,
@@ -155,7 +155,7 @@ def main():
         config={**settings, **extra},
         versions=software_versions(),
         data=data_line,
-        chance=1.0 / (len(data.class_names) if kind == "image" else len(index.class_names)),
+        chance=1.0 / len(data.class_names if kind == "image" else data.index.class_names),
         out=str(out),
     )
     out.mkdir(parents=True, exist_ok=True)

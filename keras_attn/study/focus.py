@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -24,6 +23,7 @@ import tensorflow as tf
 
 from keras_attn.layers import IdentityAttention
 from keras_attn.models.image import attention_layers, attention_map_model
+from keras_attn.training.files import atomic_write_bytes
 
 BATCH_SIZE = 64
 # The overlay strip shows this many of the images; the measurements use all of them.
@@ -188,19 +188,9 @@ def overlay_strip(
 # --- files ------------------------------------------------------------------------------
 
 
-def _atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write(path: str | os.PathLike, data: bytes) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)
 
 
 def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
@@ -208,14 +198,14 @@ def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"could not encode {path} as PNG")
-    _atomic_write_bytes(path, encoded.tobytes())
+    _write(path, encoded.tobytes())
 
 
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     """Writes arrays to an .npz file, atomically."""
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    _atomic_write_bytes(path, buffer.getvalue())
+    _write(path, buffer.getvalue())
 
 
 # --- callbacks --------------------------------------------------------------------------

@@ -13,15 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from keras_attn.cli import train_config
-from keras_attn.data.synthetic_video import ensure_synthetic_videos
-from keras_attn.data.wlasl import WlaslIndex, load_wlasl
+from keras_attn.data.wlasl import WlaslIndex
 from keras_attn.errors import UserError
-from keras_attn.experiments.video import (
-    VideoInputs,
-    prepare_video_inputs,
-    video_model_builder,
-    video_run,
-)
+from keras_attn.experiments.video import VideoData, video_model_builder, video_run
 from keras_attn.layers import temporal_names
 from keras_attn.study.focus import TemporalFocus
 from keras_attn.training.run import run_training
@@ -42,46 +36,23 @@ def in_sign_frames(val_clips: dict, sign_index: WlaslIndex) -> np.ndarray:
     return np.asarray(rows, dtype=bool).reshape(val_clips["mask"].shape)
 
 
-def load_study_videos(settings: dict) -> tuple[WlaslIndex, VideoInputs, np.ndarray | None, dict]:
-    """The index, the inputs (features cached once for every run) and the in-sign mask."""
-    if settings["num_frames"] < 1:
-        raise UserError("--num-frames must be at least 1")
-    data_dir = settings["data_dir"] or ensure_synthetic_videos(
-        clips_per_class=settings["synthetic_clips_per_class"]
-    )
-    image_size = settings["image_size"] or (224 if settings["data_dir"] else 96)
-    index = load_wlasl(
-        data_dir, settings["val_split"], settings["limit_classes"] or None, settings["class_order"]
-    )
-    print(index.summary_line())
-    sampled = index.over_whole_clips() if settings["frame_range"] == "clip" else index
-    inputs = prepare_video_inputs(
-        sampled,
-        settings["num_frames"],
-        settings["sampling"],
-        image_size,
-        settings["backbone"],
-        settings["backbone_weights"],
-        feature_maps=settings["frame_attention"] != "none",
-        crop_bbox=settings["crop_bbox"],
-        feature_cache=settings["feature_cache"] == "on",
-        cache_dir=settings["cache_dir"],
-        batch_size=settings["batch_size"],
-        seed=settings["seed"],
-    )
-    in_sign = None
-    if inputs.val_clips is not None and settings["frame_attention"] == "none":
-        in_sign = in_sign_frames(inputs.val_clips, index)
-    return index, inputs, in_sign, dict(data_dir=str(data_dir), image_size=image_size)
+def temporal_focus_frames(data: VideoData, settings: dict) -> np.ndarray | None:
+    """The in-sign mask of the validation frames, or None when focus cannot be scored
+    (features not cached, or frame attention on feature maps)."""
+    if data.inputs.val_clips is None or settings["frame_attention"] != "none":
+        return None
+    return in_sign_frames(data.inputs.val_clips, data.index)
 
 
-def video_runner(settings: dict, index: WlaslIndex, inputs: VideoInputs, in_sign, where: dict):
+def video_runner(settings: dict, data: VideoData):
     """`run_one(variant, seed, run_dir)` for the grid: one video run under `settings`."""
+    index, inputs = data.index, data.inputs
+    in_sign = temporal_focus_frames(data, settings)
 
     def run_one(variant: str, seed: int, run_dir: Path) -> dict:
         run_settings = {**settings, "temporal": variant, "seed": seed}
         cfg = train_config(run_settings)
-        config, _ = video_run(run_settings, where["data_dir"], where["image_size"])
+        config, _ = video_run(run_settings, data.data_dir, data.image_size)
         seeded = inputs.with_seed(seed)
         measures = []
         if in_sign is not None:
