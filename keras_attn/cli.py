@@ -50,6 +50,12 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
         "--strategy", choices=STRATEGIES, help="mirrored: data-parallel over this machine's GPUs"
     )
     g.add_argument(
+        "--steps-per-execution",
+        type=int,
+        metavar="N",
+        help="training steps per call into TensorFlow (less Python overhead per step)",
+    )
+    g.add_argument(
         "--mixed-precision",
         choices=("auto", "on", "off"),
         help="float16 compute, float32 weights; auto: on with a GPU",

@@ -179,3 +179,17 @@ def test_divergence_stops_with_the_epoch_and_keeps_the_last_good_model(tmp_path)
     assert summary["status"] == "diverged" and summary["best_epoch"] == 1
     model = keras.saving.load_model(tmp_path / "run" / "best.keras")
     assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_several_steps_per_execution_train_exactly_as_one(tmp_path):
+    # 4 steps per epoch: neither 3 nor 32 divides it, so partial executions are covered too.
+    histories = []
+    for spe in (1, 3, 32):
+        cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-2, steps_per_execution=spe)
+        run_training(
+            _build, _train_data, _val_data(), N // 16, cfg, tmp_path / f"spe{spe}", cfg.to_dict()
+        )
+        histories.append(pd.read_csv(tmp_path / f"spe{spe}" / "history.csv"))
+    for other in histories[1:]:
+        for column in ("loss", "val_loss", "grad_norm_mean", "grad_norm_max", "batch_loss_std"):
+            np.testing.assert_allclose(other[column], histories[0][column], rtol=1e-5)

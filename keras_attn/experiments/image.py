@@ -43,6 +43,7 @@ DEFAULTS = dict(
     deterministic=False,
     early_stopping=0,
     strategy="auto",
+    steps_per_execution=1,
     mixed_precision="auto",
     jit_compile="auto",
 )

@@ -73,6 +73,8 @@ DEFAULTS = dict(
     deterministic=False,
     early_stopping=0,
     strategy="auto",
+    # The head on cached features is tiny: per-step Python overhead would dominate.
+    steps_per_execution=32,
     mixed_precision="auto",
     jit_compile="auto",
 )

@@ -33,6 +33,9 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     early_stopping: int = 0  # patience in epochs on val_accuracy; 0 = off
+    # Training steps per call into TensorFlow: >1 cuts Keras' per-step Python overhead,
+    # which dominates small models (the video head on cached features).
+    steps_per_execution: int = 1
     jit_compile: str = "auto"  # auto | on | off: XLA; auto = on with a GPU
     mixed_precision: str = "auto"  # auto | on | off: float16 compute; auto = on with a GPU
     strategy: str = "none"  # auto | mirrored | none, see training/distribute.py
@@ -57,6 +60,7 @@ class TrainConfig:
             (self.loss in LOSSES, f"unknown loss '{self.loss}'; valid: " + ", ".join(LOSSES)),
             (self.early_stopping >= 0, "--early-stopping must be >= 0"),
             (self.step_epochs >= 1, "--step-epochs must be at least 1"),
+            (self.steps_per_execution >= 1, "--steps-per-execution must be at least 1"),
             (self.jit_compile in ("auto", "on", "off"), "--jit-compile must be auto, on or off"),
             (
                 self.mixed_precision in ("auto", "on", "off"),

@@ -57,6 +57,15 @@ def _resume_epoch(backup_dir: Path) -> int:
     return int(metadata.get("epoch", 0))
 
 
+def execution_size(requested: int, steps_per_epoch: int) -> int:
+    """The largest divisor of `steps_per_epoch` not above `requested`.
+
+    Keras runs whole executions, so one that does not divide the epoch would take
+    batches of the next epoch (and run out of data at the end).
+    """
+    return max(d for d in range(1, min(requested, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+
+
 def _one_hot(num_classes: int):
     def convert(x, y):
         return x, tf.one_hot(y, num_classes)
@@ -120,6 +129,7 @@ def run_training(
             loss=make_loss(cfg),
             metrics=["accuracy"],
             jit_compile=acceleration.resolve(cfg.jit_compile),
+            steps_per_execution=execution_size(cfg.steps_per_execution, steps_per_epoch),
         )
     num_classes = int(model.output.shape[-1])
 
