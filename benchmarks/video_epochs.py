@@ -1,13 +1,15 @@
 """An N-epoch video run with the frozen-feature cache against the same run without it.
 
-    python benchmarks/video_epochs.py [--epochs 20] [--clips-per-class 20]
+    python benchmarks/video_epochs.py [--epochs 20] [--clips-per-class 20] [--image-size 96]
+        [--steps-per-execution 32]
 
 On a small synthetic sign set (generated into a temporary folder), each run is timed from
 `prepare_video_inputs` (clip scan, random MobileNetV2 encoder and its BatchNorm calibration,
 and, with the cache, computing every clip's features into a FRESH cache folder) to the end of
 `model.fit` over N epochs with validation after each. The head is `build_video_head`
 (tcn, width 128, dropout 0.5: train_video.py's defaults) wrapped by `inputs.wrap_head`, with
-the same seed, AdamW/cosine from `keras_attn.training.optim` and one-hot labels as
+the same seed, AdamW/cosine from `keras_attn.training.optim`, one-hot labels and
+`steps_per_execution` (train_video.py's default, 32, cut to a divisor of the epoch) as
 `keras_attn.training.run` does. Then one head is evaluated on the cached validation features
 and, wrapped, on the validation frames: the logits must agree within 1e-5.
 """
@@ -32,8 +34,9 @@ from keras_attn.experiments.video import prepare_video_inputs  # noqa: E402
 from keras_attn.models.video import build_video_head  # noqa: E402
 from keras_attn.training.config import TrainConfig  # noqa: E402
 from keras_attn.training.optim import make_loss, make_optimizer  # noqa: E402
+from keras_attn.training.run import execution_size  # noqa: E402
 
-NUM_FRAMES, IMAGE_SIZE, BATCH, SEED = 8, 96, 4, 0
+NUM_FRAMES, BATCH, SEED = 8, 4, 0
 
 
 def make_head(inputs, num_classes):
@@ -50,12 +53,12 @@ def make_head(inputs, num_classes):
     )
 
 
-def prepare(index, cached: bool, cache_dir: str):
+def prepare(index, cached: bool, cache_dir: str, image_size: int):
     return prepare_video_inputs(
         index,
         NUM_FRAMES,
         "uniform",
-        IMAGE_SIZE,
+        image_size,
         "mobilenet_v2",
         "none",
         feature_cache=cached,
@@ -65,9 +68,10 @@ def prepare(index, cached: bool, cache_dir: str):
     )
 
 
-def one_run(index, cached: bool, cache_dir: str, epochs: int) -> tuple[float, float, dict]:
+def one_run(index, cached: bool, cache_dir: str, args) -> tuple[float, float, dict]:
+    epochs = args.epochs
     start = time.perf_counter()
-    inputs = prepare(index, cached, cache_dir)
+    inputs = prepare(index, cached, cache_dir, args.image_size)
     prepared = time.perf_counter() - start
     num_classes = len(index.class_names)
     model = inputs.wrap_head(make_head(inputs, num_classes))
@@ -78,6 +82,7 @@ def one_run(index, cached: bool, cache_dir: str, epochs: int) -> tuple[float, fl
         optimizer=make_optimizer(cfg, inputs.steps_per_epoch, model),
         loss=make_loss(cfg),
         metrics=["accuracy"],
+        steps_per_execution=execution_size(args.steps_per_execution, inputs.steps_per_epoch),
     )
 
     def one_hot(x, y):
@@ -98,6 +103,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--clips-per-class", type=int, default=20)
+    parser.add_argument("--image-size", type=int, default=96, help="96: synthetic; 224: WLASL")
+    parser.add_argument("--steps-per-execution", type=int, default=32)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="video_epochs_") as tmp:
@@ -108,21 +115,22 @@ def main() -> None:
         index = load_wlasl(data_dir, "test", None, "frequency")
         print(f"{index.summary_line()}  (generated in {time.perf_counter() - t0:.1f} s)")
         print(
-            f"{args.epochs} epochs, batch {BATCH}, {NUM_FRAMES} frames, {IMAGE_SIZE}px, "
-            "random mobilenet_v2 encoder (calibrated), tcn head"
+            f"{args.epochs} epochs, batch {BATCH}, {NUM_FRAMES} frames, {args.image_size}px, "
+            "random mobilenet_v2 encoder (calibrated), tcn head, "
+            f"steps_per_execution {args.steps_per_execution} (cut to a divisor of the epoch)"
         )
 
-        t_cached, p_cached, last_c = one_run(index, True, f"{tmp}/cache", args.epochs)
+        t_cached, p_cached, last_c = one_run(index, True, f"{tmp}/cache", args)
         print(f"cached:   {t_cached:7.1f} s  (of which prepare incl. features {p_cached:.1f} s)")
         print(f"          last epoch {last_c}")
-        t_plain, p_plain, last_p = one_run(index, False, f"{tmp}/unused", args.epochs)
+        t_plain, p_plain, last_p = one_run(index, False, f"{tmp}/unused", args)
         print(f"uncached: {t_plain:7.1f} s  (of which prepare {p_plain:.1f} s)")
         print(f"          last epoch {last_p}")
         print(f"speed-up uncached/cached: {t_plain / t_cached:.1f}x  (goal >= 10x)")
 
         # Same head weights, cached features vs frames through the frozen encoder.
-        cached = prepare(index, True, f"{tmp}/cache")  # all hits now
-        plain = prepare(index, False, f"{tmp}/unused")
+        cached = prepare(index, True, f"{tmp}/cache", args.image_size)  # all hits now
+        plain = prepare(index, False, f"{tmp}/unused", args.image_size)
         head = make_head(cached, len(index.class_names))
         logits_c = head.predict(cached.val, verbose=0)
         logits_p = plain.wrap_head(head).predict(plain.val, verbose=0)

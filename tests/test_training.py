@@ -161,6 +161,15 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
 
 def test_a_different_config_in_the_same_run_dir_is_refused(tmp_path):
     _run(tmp_path, TrainConfig(epochs=1, batch_size=16))
+    # A run made before a setting existed still matches it at its default, not otherwise.
+    config_path = tmp_path / "run" / "config.json"
+    old = json.loads(config_path.read_text())
+    del old["steps_per_execution"]
+    config_path.write_text(json.dumps(old))
+    assert _run(tmp_path, TrainConfig(epochs=1, batch_size=16))["status"] == "completed"
+    config_path.write_text(json.dumps(old))
+    with pytest.raises(UserError, match="differs in: steps_per_execution"):
+        _run(tmp_path, TrainConfig(epochs=1, batch_size=16, steps_per_execution=2))
     with pytest.raises(UserError, match="different config .*lr"):
         _run(tmp_path, TrainConfig(epochs=1, batch_size=16, lr=0.5))
     assert _run(tmp_path, TrainConfig(epochs=1, batch_size=16, lr=0.5), overwrite=True)

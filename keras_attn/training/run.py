@@ -32,6 +32,19 @@ class TrainingDiverged(Exception):
     """The loss became NaN or infinite; `best.keras` still holds the last good model."""
 
 
+def _differences(previous: dict, config: dict) -> list[str]:
+    """Settings that differ; one the previous run predates matches at its TrainConfig default
+    (a setting is only ever added with a default that keeps what runs computed before)."""
+    defaults = TrainConfig().to_dict()
+    changed = []
+    for key in sorted(set(previous) | set(config)):
+        if key not in previous and key in defaults and config[key] in (None, defaults[key]):
+            continue
+        if previous.get(key) != config.get(key):
+            changed.append(key)
+    return changed
+
+
 def prepare_run_dir(run_dir: Path, config: dict, overwrite: bool = False) -> None:
     """Creates `run_dir` for `config`, or accepts it for a resume if it holds the same config."""
     config = json.loads(json.dumps(config, default=str))
@@ -39,11 +52,8 @@ def prepare_run_dir(run_dir: Path, config: dict, overwrite: bool = False) -> Non
     if run_dir.exists() and overwrite:
         shutil.rmtree(run_dir)
     if config_path.exists():
-        previous = read_json(config_path)
-        if previous != config:
-            changed = sorted(
-                k for k in set(previous) | set(config) if previous.get(k) != config.get(k)
-            )
+        changed = _differences(read_json(config_path), config)
+        if changed:
             raise UserError(
                 f"{run_dir} holds a run with a different config (differs in: "
                 f"{', '.join(changed)}); pass --overwrite to replace it or choose another --run-dir"
