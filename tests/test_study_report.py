@@ -279,3 +279,13 @@ def test_report_with_one_seed_and_the_video_study_as_other(tmp_path):
     video_text = report.write_report(v_curves, v_runs, video_meta, tmp_path / "v").read_text()
     assert "random (untrained) weights" in video_text
     assert "python -m keras_attn.study image" in video_text
+
+
+def test_a_steadier_but_lower_curve_is_not_called_stabilised_without_a_caveat(tmp_path):
+    # "flat": below the baseline everywhere and flat late: lower fluctuation, lower accuracy.
+    flat = {s: [v - 0.2 for v in c[:4]] + [c[3] - 0.2] * 2 for s, c in BASE_CURVES.items()}
+    curves, runs = _grid(variants={"none": dict(BASE_CURVES), "flat": flat})
+    text = report.write_report(curves, runs, _meta(), tmp_path).read_text()
+    assert "with an interval that excludes 0: flat" in text
+    assert "But flat also reached a lower mean best val accuracy" in text
+    assert "slower learning rather than stabilisation" in text

@@ -603,6 +603,20 @@ def _stabilise_conclusion(s: Study) -> str:
             f"Lower late-epoch fluctuation than {s.baseline}, with an interval that excludes 0: "
             f"{_join(groups['better'])}."
         )
+    slower = [
+        v
+        for v in groups.get("better", [])
+        if s.stability.loc[v, "best_val_accuracy_mean"]
+        < s.stability.loc[s.baseline, "best_val_accuracy_mean"]
+    ]
+    if slower:
+        # A curve that has not climbed far yet is flat too: say so beside the verdict.
+        means = ", ".join(f"{v} {_f(s.stability.loc[v, 'best_val_accuracy_mean'])}" for v in slower)
+        text.append(
+            f"But {_join(slower)} also reached a lower mean best val accuracy ({means} against "
+            f"{_f(s.stability.loc[s.baseline, 'best_val_accuracy_mean'])} for {s.baseline}), so "
+            "the steadier late curve may reflect slower learning rather than stabilisation."
+        )
     if groups.get("worse"):
         text.append(f"Higher fluctuation than {s.baseline}: {_join(groups['worse'])}.")
     if not groups.get("better") and not groups.get("worse") and not groups.get("within noise"):
