@@ -142,9 +142,10 @@ def main():
         data = video_experiment.load_video_data(settings)
         run_one = video_study.video_runner(settings, data)
         where_sampled = "whole clip" if settings["frame_range"] == "clip" else "annotated sign"
+        source = "" if settings["data_dir"] else "synthetic sign clips, "
         data_line = (
-            f"{data.index.summary_line()}; {settings['num_frames']} frames per clip sampled over "
-            f"the {where_sampled}"
+            f"{source}{data.index.summary_line()}; {settings['num_frames']} frames per clip "
+            f"sampled over the {where_sampled}"
         )
         extra = {"frozen_backbone_is_random": data.inputs.summary["frozen_backbone_is_random"]}
 
