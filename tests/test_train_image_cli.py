@@ -151,3 +151,28 @@ def test_killed_at_random_points_it_resumes_to_the_weights_of_an_uninterrupted_r
     b = keras.saving.load_model(tmp_path / "straight" / "best.keras").get_weights()
     for x, y in zip(a, b, strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
+    import signal
+
+    args = [*TINY, "--epochs", "30", "--run-dir", "run", "--attention", "none"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **OFFLINE}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train_image.py"), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stdout:
+        if line.startswith("Epoch 02/30"):  # epoch 1 and all its callbacks are done
+            proc.send_signal(signal.SIGINT)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted; run the same command again to resume" in err
+    assert "Traceback" not in err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["epochs_completed"] >= 1

@@ -223,7 +223,9 @@ def run_training(
             f"best.keras keeps the last good model (epoch {best.best_epoch})"
         ) from None
     except KeyboardInterrupt:
-        write_summary("interrupted", epoch_line.current_epoch - 1)
+        # Ctrl-C between an epoch's end and the next one's start: that epoch is done.
+        done = max(epoch_line.current_epoch - 1, int(summary.get("epochs_completed", 0)))
+        write_summary("interrupted", done)
         raise
 
     epochs_done = int(summary.get("epochs_completed", start_epoch))
