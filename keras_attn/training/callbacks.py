@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import time
+from pathlib import Path
 
 import keras
 import pandas as pd
 
-from keras_attn.training.files import atomic_save_model, atomic_write_text
+from keras_attn.training.files import (
+    atomic_save_model,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+)
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -102,3 +110,52 @@ class EpochLine(keras.callbacks.Callback):
         print(" | ".join(parts), flush=True)
         if self.on_epoch is not None:
             self.on_epoch(epoch + 1, logs)
+
+
+class EpochBackup(keras.callbacks.Callback):
+    """The state to resume from after every epoch, in `backup_dir`, safe against kill -9.
+
+    Keras' BackupAndRestore overwrites `latest.weights.h5` in place, so a kill while it
+    writes leaves a file that cannot be opened (and with `double_checkpoint` a kill during
+    its copy spoils the spare). Here the weights (model and optimizer state) go to a new
+    file `epoch_<N>.weights.h5` under a temporary name, renamed when complete; then
+    `training_metadata.json` (written atomically) names it; only then are older files
+    removed. Whatever the moment of a kill, the metadata names a complete file.
+    The backup is removed when training ends normally.
+    """
+
+    METADATA = "training_metadata.json"
+
+    def __init__(self, backup_dir):
+        super().__init__()
+        self.backup_dir = Path(backup_dir)
+
+    @classmethod
+    def resume_epoch(cls, backup_dir) -> int:
+        """The number of finished epochs the backup holds (0 without a usable backup)."""
+        metadata = read_json(Path(backup_dir) / cls.METADATA, default={})
+        weights = Path(backup_dir) / str(metadata.get("weights", ""))
+        return int(metadata.get("epoch", 0)) if weights.is_file() else 0
+
+    @classmethod
+    def restore(cls, model, backup_dir) -> None:
+        """Loads the backed-up weights and optimizer state into a compiled `model`."""
+        metadata = read_json(Path(backup_dir) / cls.METADATA)
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(Path(backup_dir) / metadata["weights"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        name = f"epoch_{epoch + 1}.weights.h5"
+        # Keras picks the format from the suffix, so the temporary name keeps it.
+        tmp = self.backup_dir / f".tmp_{name}"
+        self.model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, self.backup_dir / name)
+        atomic_write_json(self.backup_dir / self.METADATA, {"epoch": epoch + 1, "weights": name})
+        for old in self.backup_dir.glob("*.weights.h5"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+    def on_train_end(self, logs=None):
+        shutil.rmtree(self.backup_dir, ignore_errors=True)

@@ -2,7 +2,7 @@
 
 A run directory holds `config.json` (the resolved config), `history.csv`,
 `summary.json`, `best.keras`, `logs/` (TensorBoard) and, while a run is
-unfinished, `backup/` (what `BackupAndRestore` resumes from).
+unfinished, `backup/` (what `EpochBackup` resumes from).
 """
 
 from __future__ import annotations
@@ -20,7 +20,13 @@ import tensorflow as tf
 
 from keras_attn.errors import UserError
 from keras_attn.training import acceleration
-from keras_attn.training.callbacks import BestCheckpoint, EpochLine, HistoryCSV, LearningRateLogger
+from keras_attn.training.callbacks import (
+    BestCheckpoint,
+    EpochBackup,
+    EpochLine,
+    HistoryCSV,
+    LearningRateLogger,
+)
 from keras_attn.training.config import TrainConfig
 from keras_attn.training.distribute import distribution_strategy
 from keras_attn.training.files import atomic_write_json, read_json
@@ -60,11 +66,6 @@ def prepare_run_dir(run_dir: Path, config: dict, overwrite: bool = False) -> Non
             )
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(config_path, config)
-
-
-def _resume_epoch(backup_dir: Path) -> int:
-    metadata = read_json(backup_dir / "training_metadata.json", default={})
-    return int(metadata.get("epoch", 0))
 
 
 def execution_size(requested: int, steps_per_epoch: int) -> int:
@@ -117,7 +118,7 @@ def run_training(
     prepare_run_dir(run_dir, config, overwrite)
     summary_path = run_dir / "summary.json"
     summary = read_json(summary_path, default={})
-    # Killed after BackupAndRestore dropped its backup at the end but before the summary
+    # Killed after EpochBackup dropped its backup at the end but before the summary
     # said "completed": every epoch is done, so the run is finished, not to be restarted.
     if summary.get("epochs_completed", 0) >= cfg.epochs and (run_dir / "best.keras").exists():
         summary["status"] = "completed"
@@ -129,6 +130,8 @@ def run_training(
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
+    backup_dir = run_dir / "backup"
+    start_epoch = EpochBackup.resume_epoch(backup_dir)
     mixed = acceleration.resolve(cfg.mixed_precision)
     # Variables created in the strategy's scope are mirrored; fit then splits each batch.
     with distribution_strategy(cfg.strategy).scope(), acceleration.precision_policy(mixed):
@@ -141,10 +144,10 @@ def run_training(
             jit_compile=acceleration.resolve(cfg.jit_compile),
             steps_per_execution=execution_size(cfg.steps_per_execution, steps_per_epoch),
         )
+        if start_epoch:
+            EpochBackup.restore(model, backup_dir)
     num_classes = int(model.output.shape[-1])
 
-    backup_dir = run_dir / "backup"
-    start_epoch = _resume_epoch(backup_dir)
     if start_epoch:
         print(f"Resuming {run_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
     to_one_hot = _one_hot(num_classes)
@@ -199,7 +202,7 @@ def run_training(
             keras.callbacks.EarlyStopping("val_accuracy", mode="max", patience=cfg.early_stopping)
         )
     # Last, so an epoch is only marked done once everything above has been written.
-    callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True))
+    callbacks.append(EpochBackup(backup_dir))
 
     write_summary("running", start_epoch)
     try:
