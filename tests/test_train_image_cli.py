@@ -162,6 +162,9 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # A shell that starts jobs in the background (nohup, &) makes them ignore SIGINT,
+        # and Python keeps an ignored SIGINT ignored: give the child the default back.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         text=True,
     )
     for line in proc.stdout:

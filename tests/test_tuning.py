@@ -154,6 +154,9 @@ def test_interrupted_image_search_resumes_without_rerunning_finished_trials(
             [sys.executable, "-m", "tuning", *argv],
             cwd=tmp_path,
             env=_env(),
+            # A shell that starts jobs in the background (nohup, &) makes them ignore SIGINT,
+            # and Python keeps an ignored SIGINT ignored: give the child the default back.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             stdout=output,
             stderr=subprocess.STDOUT,
         )
