@@ -1,8 +1,8 @@
 """Mixed precision and XLA: on where the hardware gains from them, off where they cost.
 
 `auto` turns both on when TensorFlow sees a GPU and off otherwise: on CPU, float16
-math is emulated (slower) and XLA compilation of these small convolutional models
-measured slower than the default kernels (benchmarks/seed_model.py).
+math is emulated. Whether XLA helps these models on CPU has not been measured yet
+(`benchmarks/seed_model.py` compares it); off is TensorFlow's own default.
 """
 
 from __future__ import annotations
