@@ -104,11 +104,11 @@ def run_name(prefix: str, config: dict) -> str:
     return f"{prefix}-{digest[:6]}"
 
 
-def main_guard(main: Callable[[], None]) -> None:
+def main_guard(main: Callable[[], None], prog: str | None = None) -> None:
     """Runs a CLI's main: user errors and divergence are one line, never a traceback."""
     from keras_attn.training.run import TrainingDiverged
 
-    prog = os.path.basename(sys.argv[0])
+    prog = prog or os.path.basename(sys.argv[0])
     try:
         main()
     except UserError as err:

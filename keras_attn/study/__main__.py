@@ -179,4 +179,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main_guard(main)
+    main_guard(main, prog=parser.prog)
