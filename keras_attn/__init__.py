@@ -6,5 +6,6 @@ Importing the package registers every custom layer, so saved models load with
 
 from keras_attn import _quiet_tensorflow  # noqa: F401, I001  (first: hides TF start-up noise)
 from keras_attn import layers  # noqa: F401  (registers serializable layers)
+from keras_attn.training import stability  # noqa: F401  (registers StabilityModel: best.keras)
 
 __version__ = "0.1.0"

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 import pandas as pd
 
 from keras_attn.training.files import (
@@ -122,6 +123,10 @@ class EpochBackup(keras.callbacks.Callback):
     `training_metadata.json` (written atomically) names it; only then are older files
     removed. Whatever the moment of a kill, the metadata names a complete file.
     The backup is removed when training ends normally.
+
+    The metadata also holds the random-seed states of layers such as Dropout, which
+    `save_weights` leaves out: without them a run resumed in a new process draws
+    other dropout masks than an uninterrupted one from the resumed epoch on.
     """
 
     METADATA = "training_metadata.json"
@@ -144,6 +149,9 @@ class EpochBackup(keras.callbacks.Callback):
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         model.load_weights(Path(backup_dir) / metadata["weights"])
+        if "seed_states" in metadata:  # absent in backups made before they were kept
+            for variable, value in zip(_seed_states(model), metadata["seed_states"], strict=True):
+                variable.assign(np.asarray(value, dtype=variable.dtype))
 
     def on_epoch_end(self, epoch, logs=None):
         self.backup_dir.mkdir(parents=True, exist_ok=True)
@@ -152,10 +160,24 @@ class EpochBackup(keras.callbacks.Callback):
         tmp = self.backup_dir / f".tmp_{name}"
         self.model.save_weights(tmp, overwrite=True)
         os.replace(tmp, self.backup_dir / name)
-        atomic_write_json(self.backup_dir / self.METADATA, {"epoch": epoch + 1, "weights": name})
+        seeds = [np.asarray(v).tolist() for v in _seed_states(self.model)]
+        atomic_write_json(
+            self.backup_dir / self.METADATA,
+            {"epoch": epoch + 1, "weights": name, "seed_states": seeds},
+        )
         for old in self.backup_dir.glob("*.weights.h5"):
             if old.name != name:
                 old.unlink(missing_ok=True)
 
     def on_train_end(self, logs=None):
         shutil.rmtree(self.backup_dir, ignore_errors=True)
+
+
+def _seed_states(model) -> list:
+    """The SeedGenerator states of `model`'s layers, in a fixed order.
+
+    `model.variables` is every piece of layer state, seeds included; `model.weights`
+    is what `save_weights` writes. The difference is the seed states.
+    """
+    saved = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in saved]
