@@ -172,3 +172,28 @@ def test_linear_attention_matches_explicit_attention_matrix():
     update = hidden @ w["ff_output_kernel"] + w["ff_output_bias"]
     expected = _layer_norm(h + update, w["ff_norm/gamma"], w["ff_norm/beta"])
     np.testing.assert_allclose(y.reshape(6, 4), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", attention_names())
+def test_mixed_float16_stays_finite_and_close_to_float32(name):
+    # Mixed precision is the default on a GPU. LinearAttention's sums over 64x64 tokens
+    # overflowed float16 there (NaN logits) until they were computed in float32.
+    x = 4.0 * np.maximum(images((1, 64, 64, 32), seed=3), 0.0)
+    reference = make(name)
+    want = np.asarray(reference(x))
+    config = {k: v for k, v in reference.get_config().items() if k != "dtype"}
+    mixed = _under_mixed_precision(lambda: type(reference).from_config(config))
+    mixed(x)
+    mixed.set_weights(reference.get_weights())
+    got = np.asarray(mixed(x), "float32")
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, atol=0.02 * np.abs(want).max())
+
+
+def _under_mixed_precision(build):
+    # As the project builds models: under a global policy, so sublayers get it too.
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        return build()
+    finally:
+        keras.config.set_dtype_policy("float32")

@@ -186,3 +186,31 @@ def test_registry_errors_and_option_routing():
     gru = get_temporal("gru", pool="max", units=4, name="head")
     assert (gru.units, gru.name) == (4, "head")
     assert get_temporal("avg", units=4).mode == "avg"
+
+
+@pytest.mark.parametrize("name", temporal_names())
+def test_mixed_float16_handles_an_empty_clip_and_matches_float32(name):
+    # A clip without valid frames divided 0 by max(0, 1e-9), and 1e-9 is 0 in float16: NaN.
+    empty = MASK.copy()
+    empty[0] = False
+    x = frames()
+    reference = make(name)
+    want = np.asarray(reference(x, mask=empty))
+    config = {k: v for k, v in reference.get_config().items() if k != "dtype"}
+    mixed = _under_mixed_precision(lambda: type(reference).from_config(config))
+    mixed(x, mask=empty)
+    mixed.set_weights(reference.get_weights())
+    vector, weights = mixed(x, mask=empty, return_attention=True)
+    vector = np.asarray(vector, "float32")
+    assert np.isfinite(vector).all() and np.isfinite(np.asarray(weights, "float32")).all()
+    np.testing.assert_array_equal(np.asarray(weights, "float32")[0], 0.0)
+    np.testing.assert_allclose(vector, want, atol=0.02 * np.abs(want).max())
+
+
+def _under_mixed_precision(build):
+    # As the project builds models: under a global policy, so sublayers get it too.
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        return build()
+    finally:
+        keras.config.set_dtype_policy("float32")

@@ -25,7 +25,9 @@ def frame_mask(mask, inputs):
 def normalize(weights, mask):
     """Zero padded frames and rescale to sum 1 (a clip with no valid frame keeps all zeros)."""
     weights = weights * mask
-    return weights / ops.maximum(ops.sum(weights, axis=1, keepdims=True), 1e-9)
+    total = ops.sum(weights, axis=1, keepdims=True)
+    # Not max(total, eps): a small eps rounds to 0 in float16 and 0/0 is NaN.
+    return weights / ops.where(total > 0, total, ops.ones_like(total))
 
 
 def masked_softmax(logits, mask):

@@ -92,12 +92,15 @@ class LinearAttention(keras.layers.Layer):
         channels = inputs.shape[-1]
         tokens = ops.reshape(inputs, (batch, -1, channels))
 
-        phi_q = ops.elu(self._split_heads(tokens, self.query_kernel)) + 1.0
-        phi_k = ops.elu(self._split_heads(tokens, self.key_kernel)) + 1.0
-        values = self._split_heads(tokens, self.value_kernel)
+        # The sums over all H*W tokens overflow float16 (max 65504) under mixed precision
+        # (NaN logits at 64x64 tokens on a GPU): attention is computed in float32.
+        phi_q = ops.cast(ops.elu(self._split_heads(tokens, self.query_kernel)) + 1.0, "float32")
+        phi_k = ops.cast(ops.elu(self._split_heads(tokens, self.key_kernel)) + 1.0, "float32")
+        values = ops.cast(self._split_heads(tokens, self.value_kernel), "float32")
         context = ops.einsum("bhnd,bhne->bhde", phi_k, values)
         normalizer = ops.einsum("bhnd,bhd->bhn", phi_q, ops.sum(phi_k, axis=2)) + _EPSILON
         attended = ops.einsum("bhnd,bhde->bhne", phi_q, context) / normalizer[..., None]
+        attended = ops.cast(attended, tokens.dtype)
         attended = ops.transpose(attended, (0, 2, 1, 3))
         attended = ops.reshape(attended, (batch, -1, self.num_heads * self._head_dim))
         projected = ops.matmul(attended, self.output_kernel) + self.output_bias

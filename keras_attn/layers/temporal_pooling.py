@@ -107,9 +107,11 @@ class TemporalPooling(ClipEncoder):
             vector = weighted_sum(inputs, weights)
         else:
             valid = mask[..., None] > 0
-            masked = ops.where(valid, inputs, ops.cast(-1e9, inputs.dtype))
+            # float32 so the fill for padded frames stays finite under mixed precision.
+            masked = ops.where(valid, ops.cast(inputs, "float32"), -1e9)
             # A clip without valid frames pools to zeros, not to the fill value.
             vector = ops.where(ops.any(valid, axis=1), ops.max(masked, axis=1), 0.0)
+            vector = ops.cast(vector, inputs.dtype)
             winners = ops.one_hot(ops.argmax(masked, axis=1), ops.shape(inputs)[1], axis=1)
             weights = normalize(ops.mean(ops.cast(winners, inputs.dtype), axis=-1), mask)
         return (vector, weights) if return_attention else vector

@@ -179,7 +179,9 @@ class TransformerEncoder(ClipEncoder):
     def call(self, inputs, mask=None, training=None, return_attention=False):
         mask = frame_mask(mask, inputs)
         frames, width = ops.shape(inputs)[1], self.num_heads * self.key_dim
-        positions = ops.slice(self.position_embedding, (0, 0), (frames, width))
+        # A tensor, not the variable: JAX 0.11's dynamic_slice refuses Keras variables.
+        table = ops.convert_to_tensor(self.position_embedding)
+        positions = ops.slice(table, (0, 0), (frames, width))
         x = self.projection(inputs) + positions[None]
         x = self.embedding_dropout(x, training=training)
         # Every frame may attend to valid frames only (a row per query frame).
