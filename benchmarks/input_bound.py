@@ -26,7 +26,8 @@ Each pipeline measurement makes a fresh iterator, pulls `--skip` batches untimed
 then times the next `--batches` batches (default: one epoch for image and features, 20 for
 clips), and releases the iterator (no prefetching in the background while a model is
 timed). Models are compiled as `run_training` compiles them and warmed up (tracing
-excluded); each model measurement times `model.fit(..., steps_per_epoch=steps)`.
+excluded); each model measurement times the steps of `model.fit(..., steps_per_epoch=steps)`
+(`image_step.StepClock`).
 Ratio = pipeline rate / model rate; goal >= 2x for each pair measured.
 """
 

@@ -18,7 +18,8 @@ precision policy "auto" resolves to) except for the settings compared, side by s
   (jit, steps_per_execution) pair, then times whichever it is told to.
 
 After warm-up (tracing and XLA compilation excluded), each measurement times
-`model.fit(ds, epochs=1, steps_per_epoch=steps)` on one in-memory batch repeated
+the steps of `model.fit(ds, epochs=1, steps_per_epoch=steps)` (`image_step.StepClock`:
+first step's start to last step's end) on one in-memory batch repeated
 (`Dataset.from_tensors((x, y_onehot)).repeat()`), steps rounded up to a multiple of every
 steps_per_execution. Each repeat measures every setting once, in turn (the subprocesses not
 being measured wait, idle); the table gives medians and the speed-up against what a run does

@@ -1,8 +1,8 @@
 """Mixed precision and XLA: on where the hardware gains from them, off where they cost.
 
 `auto` turns both on when TensorFlow sees a GPU and off otherwise: on CPU, float16
-math is emulated. Whether XLA helps these models on CPU has not been measured yet
-(`benchmarks/seed_model.py` compares it); off is TensorFlow's own default.
+math is emulated, and XLA made the original study's model slower on 2 cores (0.68x-0.78x,
+`benchmarks/seed_model.py`, benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
