@@ -81,6 +81,23 @@ def compiled(build, cfg: TrainConfig, steps_per_epoch: int) -> keras.Model:
     return model
 
 
+def default_builder(backbone: str, attention: str, cfg: TrainConfig):
+    """Builds the image experiment's model (DEFAULTS, random weights) at `SIZES[backbone]`."""
+    return functools.partial(
+        build_image_model,
+        NUM_CLASSES,
+        SIZES[backbone],
+        backbone=backbone,
+        attention=attention,
+        weights="none",
+        dropout=DEFAULTS["dropout"],
+        seed=cfg.seed,
+        attention_options=dict(
+            reduction=DEFAULTS["reduction"], kernel_size=DEFAULTS["kernel_size"]
+        ),
+    )
+
+
 def repeated_batch(batch: int, size: int, num_classes: int, seed: int = 0) -> tf.data.Dataset:
     rng = np.random.default_rng(seed)
     x = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
@@ -162,20 +179,7 @@ def main() -> None:
         size = SIZES[backbone]
         datasets[backbone] = repeated_batch(args.batch, size, NUM_CLASSES)
         for attention in attentions:
-            build = functools.partial(
-                build_image_model,
-                NUM_CLASSES,
-                size,
-                backbone=backbone,
-                attention=attention,
-                weights="none",
-                dropout=DEFAULTS["dropout"],
-                seed=cfg.seed,
-                attention_options=dict(
-                    reduction=DEFAULTS["reduction"], kernel_size=DEFAULTS["kernel_size"]
-                ),
-            )
-            model = compiled(build, cfg, steps_per_epoch)
+            model = compiled(default_builder(backbone, attention, cfg), cfg, steps_per_epoch)
             warm_up(model, datasets[backbone], args.warmup)
             variants.append((backbone, attention, model))
     for backbone, _, model in variants:  # a second untimed call each, in the timed order

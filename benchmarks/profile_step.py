@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import functools
 import math
 import sys
 from pathlib import Path
@@ -34,6 +33,7 @@ from image_step import (  # noqa: E402
     SIZES,
     StepClock,
     compiled,
+    default_builder,
     machine_line,
     repeated_batch,
     warm_up,
@@ -41,7 +41,6 @@ from image_step import (  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 from keras_attn.experiments.image import DEFAULTS  # noqa: E402
-from keras_attn.models.image import build_image_model  # noqa: E402
 from keras_attn.training.config import TrainConfig  # noqa: E402
 
 
@@ -92,20 +91,7 @@ def main() -> None:
 
     per_step: dict[str, dict[str, float]] = {}
     for attention in attentions:
-        build = functools.partial(
-            build_image_model,
-            NUM_CLASSES,
-            size,
-            backbone=args.backbone,
-            attention=attention,
-            weights="none",
-            dropout=DEFAULTS["dropout"],
-            seed=cfg.seed,
-            attention_options=dict(
-                reduction=DEFAULTS["reduction"], kernel_size=DEFAULTS["kernel_size"]
-            ),
-        )
-        model = compiled(build, cfg, steps_per_epoch)
+        model = compiled(default_builder(args.backbone, attention, cfg), cfg, steps_per_epoch)
         warm_up(model, ds, 3)
         logdir = Path(args.logdir) / attention
         clock = StepClock()

@@ -6,6 +6,7 @@ import math
 import keras
 import numpy as np
 import pytest
+from mixed_precision import mixed_float16_copy
 
 from keras_attn.layers import (
     ChannelAttention,
@@ -181,19 +182,7 @@ def test_mixed_float16_stays_finite_and_close_to_float32(name):
     x = 4.0 * np.maximum(images((1, 64, 64, 32), seed=3), 0.0)
     reference = make(name)
     want = np.asarray(reference(x))
-    config = {k: v for k, v in reference.get_config().items() if k != "dtype"}
-    mixed = _under_mixed_precision(lambda: type(reference).from_config(config))
-    mixed(x)
-    mixed.set_weights(reference.get_weights())
+    mixed = mixed_float16_copy(reference, x)
     got = np.asarray(mixed(x), "float32")
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, want, atol=0.02 * np.abs(want).max())
-
-
-def _under_mixed_precision(build):
-    # As the project builds models: under a global policy, so sublayers get it too.
-    keras.config.set_dtype_policy("mixed_float16")
-    try:
-        return build()
-    finally:
-        keras.config.set_dtype_policy("float32")

@@ -6,6 +6,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from mixed_precision import mixed_float16_copy
 
 from keras_attn.layers import (
     GRUEncoder,
@@ -196,21 +197,9 @@ def test_mixed_float16_handles_an_empty_clip_and_matches_float32(name):
     x = frames()
     reference = make(name)
     want = np.asarray(reference(x, mask=empty))
-    config = {k: v for k, v in reference.get_config().items() if k != "dtype"}
-    mixed = _under_mixed_precision(lambda: type(reference).from_config(config))
-    mixed(x, mask=empty)
-    mixed.set_weights(reference.get_weights())
+    mixed = mixed_float16_copy(reference, x, mask=empty)
     vector, weights = mixed(x, mask=empty, return_attention=True)
     vector = np.asarray(vector, "float32")
     assert np.isfinite(vector).all() and np.isfinite(np.asarray(weights, "float32")).all()
     np.testing.assert_array_equal(np.asarray(weights, "float32")[0], 0.0)
     np.testing.assert_allclose(vector, want, atol=0.02 * np.abs(want).max())
-
-
-def _under_mixed_precision(build):
-    # As the project builds models: under a global policy, so sublayers get it too.
-    keras.config.set_dtype_policy("mixed_float16")
-    try:
-        return build()
-    finally:
-        keras.config.set_dtype_policy("float32")
