@@ -148,6 +148,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    for name in ("steps", "repeats", "batch"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
     backbones = [b for b in args.backbones.split(",") if b]
     attentions = [a for a in args.attention.split(",") if a]
     for b in backbones:

@@ -41,6 +41,7 @@ from image_step import (  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 from keras_attn.experiments.image import DEFAULTS  # noqa: E402
+from keras_attn.layers import attention_names  # noqa: E402
 from keras_attn.training.config import TrainConfig  # noqa: E402
 
 
@@ -78,6 +79,11 @@ def main() -> None:
     parser.add_argument("--logdir", default="runs/profile")
     args = parser.parse_args()
     attentions = [a for a in args.attention.split(",") if a]
+    for a in attentions:
+        if a not in attention_names():
+            parser.error(f"unknown attention {a!r}; choose from {', '.join(attention_names())}")
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
     if "none" not in attentions:
         attentions.insert(0, "none")
 

@@ -162,6 +162,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="median over this many")
     args = parser.parse_args()
+    for name in ("clips", "workers", "frames", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
 
     with tempfile.TemporaryDirectory(prefix="video_decode_") as tmp:
         rng = np.random.default_rng(SEED)
