@@ -12,6 +12,9 @@ the same seed, AdamW/cosine from `keras_attn.training.optim`, one-hot labels and
 `steps_per_execution` (train_video.py's default, 32, cut to a divisor of the epoch) as
 `keras_attn.training.run` does. Then one head is evaluated on the cached validation features
 and, wrapped, on the validation frames: the logits must agree within 1e-5.
+
+The profile of each run: `FitParts` splits `fit` into the first training call (which traces
+the step function), the later calls, and the validation passes.
 """
 
 from __future__ import annotations
@@ -68,7 +71,41 @@ def prepare(index, cached: bool, cache_dir: str, image_size: int):
     )
 
 
-def one_run(index, cached: bool, cache_dir: str, args) -> tuple[float, float, dict]:
+class FitParts(keras.callbacks.Callback):
+    """Where `fit`'s time goes: training calls (the first one traces the step), validation."""
+
+    def __init__(self):
+        super().__init__()
+        self.first_call = self.later_calls = self.validation = 0.0
+        self.calls = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        seconds = time.perf_counter() - self._start
+        if self.calls == 0:
+            self.first_call = seconds
+        else:
+            self.later_calls += seconds
+        self.calls += 1
+
+    def on_test_begin(self, logs=None):
+        self._val_start = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        self.validation += time.perf_counter() - self._val_start
+
+    def line(self, fit_seconds: float) -> str:
+        rest = fit_seconds - self.first_call - self.later_calls - self.validation
+        return (
+            f"fit {fit_seconds:.1f} s: first training call (traces the step) "
+            f"{self.first_call:.1f} s, {self.calls - 1} more calls {self.later_calls:.1f} s, "
+            f"validation {self.validation:.1f} s, the rest {rest:.1f} s"
+        )
+
+
+def one_run(index, cached: bool, cache_dir: str, args) -> tuple[float, float, dict, str]:
     epochs = args.epochs
     start = time.perf_counter()
     inputs = prepare(index, cached, cache_dir, args.image_size)
@@ -88,6 +125,8 @@ def one_run(index, cached: bool, cache_dir: str, args) -> tuple[float, float, di
     def one_hot(x, y):
         return x, tf.one_hot(y, num_classes)
 
+    parts = FitParts()
+    fit_start = time.perf_counter()
     history = model.fit(
         inputs.train(0, epochs).map(one_hot),
         epochs=epochs,
@@ -95,9 +134,11 @@ def one_run(index, cached: bool, cache_dir: str, args) -> tuple[float, float, di
         validation_data=inputs.val.map(one_hot),
         verbose=0,
         shuffle=False,  # the dataset fixes the order per seed and epoch, as in a run
+        callbacks=[parts],
     )
-    total = time.perf_counter() - start
-    return total, prepared, {k: v[-1] for k, v in history.history.items()}
+    end = time.perf_counter()
+    last = {k: v[-1] for k, v in history.history.items()}
+    return end - start, prepared, last, parts.line(end - fit_start)
 
 
 def main() -> None:
@@ -121,11 +162,13 @@ def main() -> None:
             f"steps_per_execution {args.steps_per_execution} (cut to a divisor of the epoch)"
         )
 
-        t_cached, p_cached, last_c = one_run(index, True, f"{tmp}/cache", args)
+        t_cached, p_cached, last_c, parts_c = one_run(index, True, f"{tmp}/cache", args)
         print(f"cached:   {t_cached:7.1f} s  (of which prepare incl. features {p_cached:.1f} s)")
+        print(f"          {parts_c}")
         print(f"          last epoch {last_c}")
-        t_plain, p_plain, last_p = one_run(index, False, f"{tmp}/unused", args)
+        t_plain, p_plain, last_p, parts_p = one_run(index, False, f"{tmp}/unused", args)
         print(f"uncached: {t_plain:7.1f} s  (of which prepare {p_plain:.1f} s)")
+        print(f"          {parts_p}")
         print(f"          last epoch {last_p}")
         print(f"speed-up uncached/cached: {t_plain / t_cached:.1f}x  (goal >= 10x)")
 
