@@ -1,0 +1,151 @@
+"""The report's tabular sections: setup, stability, paired differences and focus."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from keras_attn.study import stats
+from keras_attn.study.report.analysis import Study
+from keras_attn.study.report.formatting import (
+    DASH,
+    FOCUS_NAMES,
+    METRIC_NAMES,
+    ci,
+    duration,
+    join_names,
+    mean_std_ci,
+    num,
+    signed,
+    verdict_word,
+)
+
+
+def _cell(value) -> str:
+    # A pipe or a newline inside a cell would break the markdown table.
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(header: list[str], rows: list[list]) -> str:
+    """A GitHub-flavoured markdown table (pandas' to_markdown needs tabulate)."""
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |"]
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _failure_text(failure) -> str:
+    # An empty CSV cell reads back as NaN, which must not print as "nan".
+    return "" if failure is None or pd.isna(failure) else str(failure)[:160]
+
+
+def setup_section(s: Study) -> str:
+    meta = s.meta
+    config = meta.get("config") or {}
+    versions = meta.get("versions") or {}
+    counts = s.runs["status"].value_counts()
+    wall = s.runs["wall_seconds"].sum(min_count=1) if "wall_seconds" in s.runs else math.nan
+    lines = [
+        "## Setup",
+        "",
+        f"- Data: {meta.get('data', DASH)}",
+        f"- Variants: {join_names(s.variants)} (baseline: {s.baseline}); seeds: "
+        f"{join_names(sorted(s.runs['seed'].unique()))}",
+        f"- Runs: {len(s.runs)} ("
+        + ", ".join(f"{int(n)} {status}" for status, n in counts.items())
+        + f"); diverged or failed: {len(s.failed())}",
+        f"- Total wall time: {duration(wall)}",
+        "",
+        "Command:",
+        "",
+        "```",
+        str(meta.get("command", DASH)),
+        "```",
+        "",
+        "Shared settings:",
+        "",
+        md_table(["setting", "value"], [[k, config[k]] for k in sorted(config)]),
+        "",
+        "Software:",
+        "",
+        md_table(["package", "version"], [[k, versions[k]] for k in sorted(versions)]),
+    ]
+    failed = s.runs[s.runs["status"] != stats.COMPLETED]
+    if len(failed):
+        lines += ["", "Runs that did not complete (counted, excluded from the statistics):", ""]
+        rows = [
+            [r["variant"], r["seed"], r["status"], _failure_text(r.get("failure"))]
+            for _, r in failed.iterrows()
+        ]
+        lines.append(md_table(["variant", "seed", "status", "failure"], rows))
+    return "\n".join(lines)
+
+
+def stability_section(s: Study) -> str:
+    st = s.stability
+    optional = [
+        ("grad_norm_max", "max grad norm"),
+        ("batch_loss_std", "batch loss std"),
+        ("gap_accuracy", "train−val acc gap (final)"),
+    ]
+    optional = [(c, name) for c, name in optional if c in st and st[c].notna().any()]
+    header = ["variant", "completed", "failed", "best val acc", "final val acc"]
+    header += ["fluctuation", "epochs to 90%", "seed spread"] + [name for _, name in optional]
+    rows = []
+    for variant, r in st.iterrows():
+        row = [variant, f"{int(r['n_completed'])}/{int(r['n_runs'])}", int(r["n_failed"])]
+        for metric in ("best_val_accuracy", "final_val_accuracy"):
+            row.append(mean_std_ci(*(r[f"{metric}_{f}"] for f in stats.CI_FIELDS)))
+        row += [num(r["fluctuation"], 4), num(r["epochs_to_90"], 1), num(r["seed_spread"], 4)]
+        row += [num(r[c], 3) for c, _ in optional]
+        rows.append(row)
+    return "\n".join(
+        [
+            "## Stability",
+            "",
+            "Completed runs only; mean ± std [95% t-interval] over seeds. Fluctuation: std of the "
+            "epoch-to-epoch changes of val accuracy over the last third of the epochs (lower is "
+            "steadier). Epochs to 90%: first epoch reaching 90% of the run's best val accuracy. "
+            "Seed spread: across-seed std of val accuracy, averaged over epochs.",
+            "",
+            md_table(header, rows),
+        ]
+    )
+
+
+def paired_section(s: Study) -> str:
+    lines = [
+        "## Paired differences against the baseline",
+        "",
+        f"Variant − {s.baseline}, paired by seed over the seeds where both completed; 95% "
+        't-interval. A verdict other than "within noise" needs an interval that excludes 0.',
+    ]
+    for metric in ("best_val_accuracy", "final_val_accuracy", "fluctuation"):
+        table = s.diffs.get(metric)
+        if table is None or table.empty:
+            continue
+        header = ["variant", "variant mean", f"{s.baseline} mean", "difference", "95% CI", "n"]
+        rows = [
+            [v, num(r["variant_mean"], 4), num(r["baseline_mean"], 4), signed(r["mean_diff"], 4)]
+            + [ci(r["low"], r["high"], 4), int(r["n"]), verdict_word(metric, r["verdict"])]
+            for v, r in table.iterrows()
+        ]
+        lines += ["", f"### {METRIC_NAMES[metric]}", "", md_table(header + ["verdict"], rows)]
+    if len(lines) == 3:
+        lines += ["", f"No variant besides the baseline {s.baseline} has completed runs."]
+    return "\n".join(lines)
+
+
+def focus_section(s: Study) -> str:
+    lines = ["## Focus", ""]
+    if s.focus.empty:
+        return "\n".join(lines + ["No focus measure was logged in this study."])
+    header = ["variant", "measure", "focus (final)", "chance", "focus − chance", "95% CI", "n"]
+    rows = [
+        [r["variant"], FOCUS_NAMES[r["measure"]], num(r["focus"]), num(r["chance"])]
+        + [signed(r["mean_diff"]), ci(r["low"], r["high"]), int(r["n"]), r["verdict"]]
+        for _, r in s.focus.iterrows()
+    ]
+    lines.append("Final-epoch focus of completed runs, paired with its chance level per seed.")
+    return "\n".join(lines + ["", md_table(header + ["verdict"], rows)])
