@@ -13,19 +13,17 @@ video's absolute path, size and mtime_ns, the clip's frame range, the number of 
 sampling mode, the image size, the crop box (when cropping) and `CACHE_FORMAT`. Those determine
 the decoded frame indices, so a hit needs no video decoding at all; the indices and mask are
 stored with the features. Bump `CACHE_FORMAT` when decoding or sampling rules change.
-Files are written atomically (temporary file in the same folder, then `os.replace`); an
-unreadable cache file counts as a miss and is rewritten. Features are stored as float32, so
-cached and freshly computed features agree exactly.
+Files are written atomically (`keras_attn.files.atomic_write`); an unreadable cache file
+counts as a miss and is rewritten. Features are stored as float32, so cached and freshly
+computed features agree exactly.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +37,7 @@ from keras_attn.data.video import (
     ordered_map,
     read_clip_frames,
 )
+from keras_attn.files import atomic_write
 
 if TYPE_CHECKING:
     import keras
@@ -226,29 +225,19 @@ class FeatureCache:
         return feats, mask, indices
 
     def _save(self, path: Path, features: np.ndarray, mask: np.ndarray, indices: np.ndarray):
-        """Writes atomically: a temporary file in the same folder, then `os.replace`."""
         path.parent.mkdir(parents=True, exist_ok=True)
         key_file = path.parent / "encoder_key.txt"
         if not key_file.exists():
-            _write_atomic(key_file, lambda f: f.write(self.encoder_key.encode() + b"\n"))
-        _write_atomic(
+            atomic_write(key_file, lambda f: f.write(self.encoder_key.encode() + b"\n"))
+        # Not durable: a file lost to a power cut is a miss and is encoded again, which
+        # costs less than a disk flush per clip.
+        atomic_write(
             path,
             lambda f: np.savez(
                 f, features=features.astype(np.float32), mask=mask, frame_indices=indices
             ),
+            durable=False,
         )
-
-
-def _write_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _stack(found: list, keep: list[int], num_frames: int) -> tuple[np.ndarray, np.ndarray]:

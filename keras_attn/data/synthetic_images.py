@@ -9,7 +9,8 @@ target's outline: the cluttered-MNIST idea with shapes.
 Generated once, deterministically from its seed, into
 `root/shapes-k{K}-n{train}-{val}-s{size}-seed{seed}/` as `train/<class>/*.png`,
 `val/<class>/*.png` and `boxes.csv` (split, path, label, class_name, y0, x0, y1, x1:
-the target's box, normalised). A `COMPLETE` marker is written last.
+the target's box, normalised). The folder is built under a temporary name and renamed
+into place with its `COMPLETE` marker, so an interrupted run leaves nothing that looks finished.
 
     python -m keras_attn.data.synthetic_images --sheet /tmp/sheet.png
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from keras_attn.errors import UserError
+from keras_attn.files import atomic_directory, atomic_path
 
 _SHIFT = 4  # cv2 fixed-point bits: sub-pixel polygon vertices
 _AA = cv2.LINE_AA
@@ -174,31 +175,23 @@ def ensure_synthetic_images(
     if (final / "COMPLETE").exists():
         return final
     classes = sorted(list(SHAPES)[:num_classes])  # the order a folder loader gives
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    rows = []
-    for split_id, (split, count) in enumerate((("train", train_per_class), ("val", val_per_class))):
-        for label, name in enumerate(classes):
-            (tmp / split / name).mkdir(parents=True)
-            for i in range(count):
-                rng = np.random.default_rng([seed, split_id, label, i])
-                image, box = render(rng, name, classes, image_size)
-                rel = f"{split}/{name}/{i:05d}.png"
-                cv2.imwrite(str(tmp / rel), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-                rows.append([split, rel, label, name, *(f"{v:.6f}" for v in box)])
-    with open(tmp / "boxes.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["split", "path", "label", "class_name", "y0", "x0", "y1", "x1"])
-        writer.writerows(rows)
-    (tmp / "COMPLETE").write_text("ok\n")
-    if final.exists():  # half-written by an older run
-        shutil.rmtree(final, ignore_errors=True)
-    try:
-        os.replace(tmp, final)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (final / "COMPLETE").exists():
-            raise
+    with atomic_directory(final, lambda folder: (folder / "COMPLETE").exists()) as tmp:
+        rows = []
+        splits = (("train", train_per_class), ("val", val_per_class))
+        for split_id, (split, count) in enumerate(splits):
+            for label, name in enumerate(classes):
+                (tmp / split / name).mkdir(parents=True)
+                for i in range(count):
+                    rng = np.random.default_rng([seed, split_id, label, i])
+                    image, box = render(rng, name, classes, image_size)
+                    rel = f"{split}/{name}/{i:05d}.png"
+                    cv2.imwrite(str(tmp / rel), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+                    rows.append([split, rel, label, name, *(f"{v:.6f}" for v in box)])
+        with open(tmp / "boxes.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["split", "path", "label", "class_name", "y0", "x0", "y1", "x1"])
+            writer.writerows(rows)
+        (tmp / "COMPLETE").write_text("ok\n")
     return final
 
 
@@ -221,7 +214,9 @@ def contact_sheet(directory: Path, out: str, per_class: int = 6, scale: int = 2)
             cv2.rectangle(boxed, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 0), 1)
             tiles += [tile, boxed, np.full((size, 4, 3), 255, np.uint8)]
         lines.append(np.concatenate(tiles, 1))
-    cv2.imwrite(out, np.concatenate(lines, 0))
+    with atomic_path(out) as tmp:
+        if not cv2.imwrite(str(tmp), np.concatenate(lines, 0)):
+            raise OSError(f"could not write {out}")
 
 
 def main() -> None:

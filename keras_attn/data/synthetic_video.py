@@ -23,9 +23,6 @@ import argparse
 import dataclasses
 import itertools
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +30,7 @@ import cv2
 import numpy as np
 
 from keras_attn.errors import UserError
+from keras_attn.files import atomic_directory, atomic_path
 
 GENERATOR_VERSION = 1
 FPS = 25
@@ -352,23 +350,11 @@ def ensure_synthetic_videos(
     )
     if _is_complete(out, params):
         return out
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=root))
-    try:
+    # A folder there without a matching marker is half-written or from another generator
+    # version: it is replaced.
+    with atomic_directory(out, lambda folder: _is_complete(folder, params)) as tmp:
         _generate(tmp, params)
         (tmp / "COMPLETE").write_text(json.dumps(params, indent=1) + "\n")
-        if out.exists():
-            if _is_complete(out, params):  # another process finished first
-                return out
-            shutil.rmtree(out)  # half-written or made by another generator version
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            if not _is_complete(out, params):  # lost a race to a process that finished
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -476,7 +462,9 @@ def main(argv=None) -> None:
             frames = read_mp4(out / "videos" / f"{inst['video_id']}.mp4")
             clips.append(frames[inst["frame_start"] - 1 : inst["frame_end"]])
         strip = frame_strip(clips)
-        cv2.imwrite(args.strip, cv2.resize(strip, None, fx=2, fy=2)[:, :, ::-1])
+        with atomic_path(args.strip) as tmp:
+            if not cv2.imwrite(str(tmp), cv2.resize(strip, None, fx=2, fy=2)[:, :, ::-1]):
+                raise OSError(f"could not write {args.strip}")
         print(args.strip)
 
 

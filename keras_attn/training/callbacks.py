@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -12,7 +11,8 @@ import keras
 import numpy as np
 import pandas as pd
 
-from keras_attn.training.files import (
+from keras_attn.files import (
+    atomic_path,
     atomic_save_model,
     atomic_write_json,
     atomic_write_text,
@@ -156,10 +156,8 @@ class EpochBackup(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.backup_dir.mkdir(parents=True, exist_ok=True)
         name = f"epoch_{epoch + 1}.weights.h5"
-        # Keras picks the format from the suffix, so the temporary name keeps it.
-        tmp = self.backup_dir / f".tmp_{name}"
-        self.model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, self.backup_dir / name)
+        with atomic_path(self.backup_dir / name) as tmp:
+            self.model.save_weights(tmp, overwrite=True)
         seeds = [np.asarray(v).tolist() for v in _seed_states(self.model)]
         atomic_write_json(
             self.backup_dir / self.METADATA,

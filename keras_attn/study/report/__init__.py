@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from keras_attn.files import atomic_write_text
 from keras_attn.study.report.analysis import Study
 from keras_attn.study.report.figures import figures_section, write_figures
 from keras_attn.study.report.tables import (
@@ -27,7 +28,6 @@ from keras_attn.study.report.text import (
     question_stabilise,
     summary,
 )
-from keras_attn.training.files import atomic_write_text
 
 __all__ = ["Study", "md_table", "render_report", "write_figures", "write_report"]
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from keras_attn.files import atomic_path
 from keras_attn.study import stats
 from keras_attn.study.report.formatting import FOCUS_NAMES
 
@@ -43,7 +44,8 @@ def _band(ax, curve: pd.DataFrame, column: str, color: str, label=None, style="-
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     return path
 
 
