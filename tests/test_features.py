@@ -11,6 +11,7 @@ from test_video import record, write_h264, write_mp4v
 
 from keras_attn.data import features as features_module
 from keras_attn.data.features import FeatureCache, feature_dataset
+from keras_attn.data.order import epoch_order
 from keras_attn.data.video import read_clip_frames
 
 S = 32  # image size
@@ -227,6 +228,7 @@ def test_feature_dataset_order_shapes_and_resume():
     assert y.dtype == np.int32 and np.all(x[:, 0, 0] == y)  # features stay with their labels
     order = [np.concatenate([b[2] for b in batches[3 * e : 3 * e + 3]]).tolist() for e in range(3)]
     assert all(sorted(o) == list(range(n)) for o in order) and len(set(map(tuple, order))) > 1
+    assert order == [epoch_order(n, 3, e).numpy().tolist() for e in range(3)]
     assert [b[2].tolist() for b in run()] == [b[2].tolist() for b in batches]
     assert [b[2].tolist() for b in run(seed=4)] != [b[2].tolist() for b in batches]
     assert [b[2].tolist() for b in run(start_epoch=2)] == [b[2].tolist() for b in batches[6:]]

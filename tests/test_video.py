@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from keras_attn.data import video
+from keras_attn.data.order import epoch_order
 from keras_attn.data.video import (
     VideoDecodeError,
     check_clip,
@@ -405,6 +406,7 @@ def test_clip_dataset_training_order_is_seeded_and_resumable(five_clips):
     epochs = [labels[5 * e : 5 * (e + 1)] for e in range(3)]
     assert all(sorted(e) == [0, 1, 2, 3, 4] for e in epochs)
     assert len({tuple(e) for e in epochs}) > 1  # reshuffled per epoch
+    assert epochs == [epoch_order(5, 7, e).numpy().tolist() for e in range(3)]
     for x, y in zip(frames, labels, strict=True):  # random frames stay inside each clip's range
         assert all(30 * y <= c < 30 * y + 30 for c in codes(x.astype(np.uint8)))
     again = run(7)

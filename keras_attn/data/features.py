@@ -31,12 +31,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import tensorflow as tf
 
-from keras_attn.data.video import (
-    VideoDecodeError,
-    epoch_dataset,
-    ordered_map,
-    read_clip_frames,
-)
+from keras_attn.data.order import epoch_dataset
+from keras_attn.data.video import VideoDecodeError, ordered_map, read_clip_frames
 from keras_attn.files import atomic_write
 
 if TYPE_CHECKING:

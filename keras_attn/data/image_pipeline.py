@@ -1,7 +1,7 @@
 """tf.data pipelines over an `ImageData` (re-exported by `keras_attn.data.images`).
 
-Training data is a pure function of (seed, epoch): each epoch's order is a stateless
-shuffle seeded with [seed, epoch] and each image's augmentation is seeded from
+Training data is a pure function of (seed, epoch): each epoch's order comes from
+`keras_attn.data.order` and each image's augmentation is seeded from
 (seed, epoch, index), so a run resumed at epoch k sees exactly what an uninterrupted
 run sees, whatever the model or the parallelism. No Python runs per element.
 """
@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_attn.data.image_files import fits_in_memory, load_image, resize_uint8
+from keras_attn.data.order import epoch_dataset
 
 if TYPE_CHECKING:
     from keras_attn.data.images import ImageData
@@ -70,30 +71,26 @@ def train_dataset(
     """Shuffled, augmented, batched epochs `start_epoch .. epochs - 1`, back to back."""
     if data.augment not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {data.augment!r}; choose one of {AUGMENTATIONS}")
-    size, n = data.image_size, data.num_train
+    size = data.image_size
     load = _loader(data.train_images, data.train_paths, size)
     labels = tf.constant(data.train_labels, tf.int32)
-    seed = tf.constant(seed, tf.int64)
+    seed_tensor = tf.constant(seed, tf.int64)
 
     def example(index, epoch):
-        key = tf.random.experimental.stateless_fold_in(tf.stack([seed, epoch]), index)
+        key = tf.random.experimental.stateless_fold_in(tf.stack([seed_tensor, epoch]), index)
         image = augment_image(load(index), data.augment, key, size)
         return image, tf.gather(labels, index)
 
-    def per_epoch(epoch):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(n, dtype=tf.int64), seed=tf.stack([seed, epoch])
-        )
-        ds = tf.data.Dataset.from_tensor_slices(order)
-        ds = ds.map(
+    def build_epoch(indices, epoch):
+        ds = indices.map(
             lambda i: example(i, epoch),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
         return ds.batch(batch_size)
 
-    epochs_ds = tf.data.Dataset.range(start_epoch, epochs)
-    return epochs_ds.flat_map(per_epoch).prefetch(tf.data.AUTOTUNE)
+    ds = epoch_dataset(data.num_train, seed, True, start_epoch, epochs, build_epoch)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def val_dataset(data: ImageData, batch_size: int) -> tf.data.Dataset:

@@ -53,6 +53,8 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from keras_attn.data.order import epoch_dataset
+
 if TYPE_CHECKING:
     from keras_attn.data.wlasl import ClipRecord
 
@@ -415,39 +417,6 @@ def scan_clips(
             log.warning("skipping unreadable clip %s: %s", err.path, err.reason)
             skipped.append({"path": err.path, "reason": err.reason})
     return readable, skipped
-
-
-def epoch_dataset(
-    num_items: int,
-    seed: int,
-    training: bool,
-    start_epoch: int,
-    epochs: int,
-    build_epoch: Callable[[tf.data.Dataset, tf.Tensor], tf.data.Dataset],
-) -> tf.data.Dataset:
-    """Item order for training (epochs `start_epoch .. epochs - 1` back to back) or evaluation.
-
-    Training shuffles each epoch with `stateless_shuffle` seeded by `[seed, epoch]`, so a run
-    resumed at epoch k sees exactly what an uninterrupted run sees from epoch k on. Evaluation is
-    one pass in item order. `build_epoch(indices, epoch)` turns one epoch's int64 index dataset
-    into its examples (and batches, so batches never straddle epochs).
-    """
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    if not 0 <= start_epoch <= epochs:
-        raise ValueError(f"need 0 <= start_epoch <= epochs, got {start_epoch} and {epochs}")
-    if num_items < 1:
-        raise ValueError("no items to build a dataset from")
-    if not training:
-        return build_epoch(tf.data.Dataset.range(num_items), tf.constant(0, tf.int64))
-
-    def one_epoch(epoch):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(num_items, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
-        )
-        return build_epoch(tf.data.Dataset.from_tensor_slices(order), epoch)
-
-    return tf.data.Dataset.range(start_epoch, epochs).flat_map(one_epoch)
 
 
 def clip_dataset(
