@@ -36,28 +36,25 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import tensorflow as tf
+from image_step import compiled, fit_rate, machine_line, warm_up
+
+from keras_attn.data.features import feature_dataset
+from keras_attn.data.images import load_image_data, steps_per_epoch, train_dataset
+from keras_attn.data.synthetic_video import ensure_synthetic_videos
+from keras_attn.data.video import clip_dataset, scan_clips
+from keras_attn.data.wlasl import load_wlasl
+from keras_attn.experiments import image, video
+from keras_attn.models.image import build_image_model
+from keras_attn.models.video import build_frame_encoder, build_video_head, build_video_model
+from keras_attn.training.config import TrainConfig
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from benchmarks.image_step import compiled, fit_rate, machine_line, warm_up  # noqa: E402
-from keras_attn.data.features import feature_dataset  # noqa: E402
-from keras_attn.data.images import load_image_data, steps_per_epoch, train_dataset  # noqa: E402
-from keras_attn.data.synthetic_video import ensure_synthetic_videos  # noqa: E402
-from keras_attn.data.video import clip_dataset, scan_clips  # noqa: E402
-from keras_attn.data.wlasl import load_wlasl  # noqa: E402
-from keras_attn.experiments import image, video  # noqa: E402
-from keras_attn.models.image import build_image_model  # noqa: E402
-from keras_attn.models.video import build_frame_encoder, build_video_head, build_video_model  # noqa: E402
-from keras_attn.training.config import TrainConfig  # noqa: E402
-
 PARTS = ("image", "features", "clips")
 GOAL = 2.0
 FRAMES, FEATURE_DIM, VIDEO_CLASSES, VIDEO_SIZE = 8, 1280, 10, 96

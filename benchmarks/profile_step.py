@@ -21,14 +21,10 @@ from __future__ import annotations
 import argparse
 import collections
 import math
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import tensorflow as tf  # noqa: E402
-from image_step import (  # noqa: E402
+import tensorflow as tf
+from image_step import (
     NUM_CLASSES,
     SIZES,
     StepClock,
@@ -38,11 +34,11 @@ from image_step import (  # noqa: E402
     repeated_batch,
     warm_up,
 )
-from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
+from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-from keras_attn.experiments.image import DEFAULTS  # noqa: E402
-from keras_attn.layers import attention_names  # noqa: E402
-from keras_attn.training.config import TrainConfig  # noqa: E402
+from keras_attn.experiments.image import DEFAULTS
+from keras_attn.layers import attention_names
+from keras_attn.training.config import TrainConfig
 
 
 def op_times_ms(logdir: Path) -> dict[str, float]:

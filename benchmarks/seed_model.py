@@ -35,10 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
@@ -74,8 +71,8 @@ def child(args) -> None:
 
     import keras
     import numpy as np
+    from image_step import fit_rate
 
-    from benchmarks.image_step import fit_rate
     from keras_attn.experiments.image import DEFAULTS, PRESETS
     from keras_attn.models.image import build_image_model
     from keras_attn.training import acceleration

@@ -30,20 +30,17 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cv2
+import numpy as np
+import tensorflow as tf
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from keras_attn.data.video import clip_dataset, sample_frame_indices  # noqa: E402
-from keras_attn.data.wlasl import ClipRecord  # noqa: E402
+from keras_attn.data.video import clip_dataset, sample_frame_indices
+from keras_attn.data.wlasl import ClipRecord
 
 WIDTH, HEIGHT, FPS = 320, 240, 25
 IMAGE_SIZE = 112

@@ -20,24 +20,20 @@ the step function), the later calls, and the validation passes.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from keras_attn.data.synthetic_video import ensure_synthetic_videos  # noqa: E402
-from keras_attn.data.wlasl import load_wlasl  # noqa: E402
-from keras_attn.experiments.video import prepare_video_inputs  # noqa: E402
-from keras_attn.models.video import build_video_head  # noqa: E402
-from keras_attn.training.config import TrainConfig  # noqa: E402
-from keras_attn.training.optim import make_loss, make_optimizer  # noqa: E402
-from keras_attn.training.run import execution_size  # noqa: E402
+from keras_attn.data.synthetic_video import ensure_synthetic_videos
+from keras_attn.data.wlasl import load_wlasl
+from keras_attn.experiments.video import prepare_video_inputs
+from keras_attn.models.video import build_video_head
+from keras_attn.training.config import TrainConfig
+from keras_attn.training.optim import make_loss, make_optimizer
+from keras_attn.training.run import execution_size
 
 NUM_FRAMES, BATCH, SEED = 8, 4, 0
 
