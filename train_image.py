@@ -4,74 +4,33 @@
     python train_image.py --attention none         # the baseline, everything else identical
     python train_image.py --data folder --data-dir data/images --attention cbam
     python train_image.py --data cifar100 --preset seed   # the original study's settings
+    python train_image.py --config runs/image/<run>/config.json   # repeat a run
 
 Re-running the same command resumes an interrupted run (or reports a finished one).
 """
 
-import os
-
-from keras_attn.cli import (
-    Parser,
-    add_training_flags,
-    main_guard,
-    resolve,
-    show_defaults,
-    train_config,
-)
-from keras_attn.data.images import load_image_data, steps_per_epoch, train_dataset, val_dataset
-from keras_attn.experiments.image import (
-    DEFAULTS,
-    PRESETS,
-    add_image_flags,
-    image_model_builder,
-    image_run,
-    image_summary,
-)
-from keras_attn.models.image import check_image_model_choices
-from keras_attn.training.run import run_training
+from keras_attn.cli import Parser, main_guard, spec_from_args
+from keras_attn.experiments import image
+from keras_attn.experiments.image import ImageExperiment
 
 parser = Parser(
     description=__doc__.split("\n\n")[0],
-    epilog="Flags left out take the preset's value, then the default.",
+    epilog="Flags left out take --config's value, then the preset's, then the default.",
 )
-add_image_flags(parser)
-add_training_flags(parser)
-show_defaults(parser, DEFAULTS)
+ImageExperiment.add_flags(parser)
 
 
-def main():
-    args = parser.parse_args()
-    settings = resolve(args, PRESETS.get(args.preset, {}), DEFAULTS)
-    cfg = train_config(settings)
-    check_image_model_choices(
-        settings["backbone"], settings["attention"], settings["backbone_weights"]
-    )
-
-    data = load_image_data(
-        settings["data"],
-        settings["data_dir"],
-        settings["image_size"],
-        seed=cfg.seed,
-        val_fraction=settings["val_fraction"],
-        train_per_class=settings["synthetic_per_class"],
-    )
-    print(data.summary_line())
-
-    config, name = image_run(settings, data)
-    run_dir = settings["run_dir"] or os.path.join("runs", "image", name)
-    run_training(
-        image_model_builder(settings, data),
-        lambda start, end: train_dataset(data, cfg.batch_size, cfg.seed, start, end),
-        val_dataset(data, cfg.batch_size),
-        steps_per_epoch(data, cfg.batch_size),
-        cfg,
-        run_dir,
-        config,
-        summary_extra=image_summary(data),
-        overwrite=settings["overwrite"],
-    )
+def main(argv=None):
+    spec = spec_from_args(ImageExperiment, parser.parse_args(argv))
+    data = image.load_data(spec)
+    run_dir = image.default_run_dir(image.resolved(spec, data))
+    image.train(spec, data, run_dir)
     print(f"Run directory: {run_dir}  (tensorboard --logdir {run_dir})")
 
 
+def cli():
+    main_guard(main, prog="train_image.py")
+
+
 if __name__ == "__main__":
-    main_guard(main)
+    cli()

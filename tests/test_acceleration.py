@@ -9,7 +9,7 @@ import tensorflow as tf
 from keras_attn.layers import attention_names
 from keras_attn.models.image import build_image_model
 from keras_attn.training import acceleration
-from keras_attn.training.config import TrainConfig
+from keras_attn.training.config import TrainingSpec
 from keras_attn.training.run import run_training
 
 
@@ -20,7 +20,7 @@ def test_auto_is_off_without_a_gpu_and_bad_settings_are_refused():
     with pytest.raises(ValueError, match="unknown setting 'fast'"):
         acceleration.resolve("fast")
     with pytest.raises(ValueError, match="--jit-compile must be auto, on or off"):
-        TrainConfig(jit_compile="yes").validate()
+        TrainingSpec(jit_compile="yes").validate()
 
 
 @pytest.mark.parametrize("attention", attention_names())
@@ -49,7 +49,7 @@ def _run(tmp_path, name, **cfg):
         return tf.data.Dataset.range(start, end).flat_map(lambda _: one)
 
     val = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-    config = TrainConfig(epochs=2, batch_size=16, lr=1e-3, **cfg)
+    config = TrainingSpec(epochs=2, batch_size=16, lr=1e-3, **cfg)
     run_training(
         # No dropout: XLA draws other random masks, which is not what is compared here.
         lambda: build_image_model(2, 32, attention="cbam", seed=0, dropout=0.0),
@@ -58,7 +58,6 @@ def _run(tmp_path, name, **cfg):
         3,
         config,
         tmp_path / name,
-        config.to_dict(),
     )
     return pd.read_csv(tmp_path / name / "history.csv"), tmp_path / name / "best.keras"
 

@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, numpy as np
-    from keras_attn.training.config import TrainConfig
+    from keras_attn.training.config import TrainingSpec
     from keras_attn.training.run import run_training
     STABILITY = ["grad_norm_mean", "grad_norm_max", "batch_loss_std"]
 
@@ -39,9 +39,9 @@ SCRIPT = textwrap.dedent("""
 
     losses = {}
     for strategy in ("none", "mirrored"):
-        cfg = TrainConfig(epochs=3, batch_size=16, lr=1e-2, strategy=strategy)
+        cfg = TrainingSpec(epochs=3, batch_size=16, lr=1e-2, strategy=strategy)
         val = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-        run_training(build, train_data, val, 4, cfg, f"{sys.argv[1]}/{strategy}", cfg.to_dict())
+        run_training(build, train_data, val, 4, cfg, f"{sys.argv[1]}/{strategy}")
         import pandas as pd
         history = pd.read_csv(f"{sys.argv[1]}/{strategy}/history.csv")
         losses[strategy] = history[["loss", *STABILITY]].to_numpy().ravel().tolist()

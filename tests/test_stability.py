@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from keras_attn.training.config import TrainConfig
+from keras_attn.training.config import TrainingSpec
 from keras_attn.training.run import run_training
 from keras_attn.training.stability import StabilityModel, with_stability_metrics
 
@@ -59,8 +59,8 @@ def test_run_writes_stability_columns_not_their_val_twins_and_best_model_loads(t
         return tf.data.Dataset.range(start, end).flat_map(lambda _: one)
 
     val = tf.data.Dataset.from_tensor_slices((x, labels)).batch(16)
-    cfg = TrainConfig(epochs=3, batch_size=16, lr=1e-2)
-    run_training(_tiny_model, train_data, val, 4, cfg, tmp_path / "run", cfg.to_dict())
+    cfg = TrainingSpec(epochs=3, batch_size=16, lr=1e-2)
+    run_training(_tiny_model, train_data, val, 4, cfg, tmp_path / "run")
 
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     for column in ("grad_norm_mean", "grad_norm_max", "batch_loss_std", "gap_accuracy"):

@@ -173,7 +173,7 @@ def test_bad_variants_and_seeds_are_one_line_errors(tmp_path):
     for args, message in (
         (["image", "--attention", "none,foo"], "unknown attention 'foo'"),
         (["image", "--attention", "cbam,cbam"], "listed twice"),
-        (["video", "--temporal", "avg,lstm"], "unknown temporal module 'lstm'"),
+        (["video", "--temporal", "avg,lstm"], "unknown temporal 'lstm'"),
         (["image", "--seeds", "0"], "--seeds must be at least 1"),
     ):
         done = study(args, tmp_path)

@@ -44,7 +44,7 @@ def test_malformed_index_is_one_line_and_exit_2(index, message, monkeypatch, tmp
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--temporal", "lstm"], "invalid choice: 'lstm'"),
+        (["--temporal", "lstm"], "unknown temporal 'lstm'; valid: avg"),
         (["--num-frames", "0"], "--num-frames must be at least 1"),
         (["--data-dir", "nowhere"], "nowhere"),
         (["--lr", "0"], "--lr must be positive"),

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from keras_attn.errors import UserError
 from keras_attn.training.callbacks import HistoryCSV
-from keras_attn.training.config import TrainConfig
+from keras_attn.training.config import TrainingSpec
 from keras_attn.training.optim import make_optimizer, make_schedule
 from keras_attn.training.run import TrainingDiverged, run_training
 
@@ -51,12 +51,12 @@ def _build():
 
 def _run(tmp_path, cfg, **kw):
     return run_training(
-        _build, _train_data, _val_data(), N // 16, cfg, tmp_path / "run", cfg.to_dict(), **kw
+        _build, _train_data, _val_data(), N // 16, cfg, tmp_path / "run", **kw
     )
 
 
 def test_cosine_warmup_reaches_peak_then_decays_to_zero_at_the_end():
-    cfg = TrainConfig(epochs=10, lr=0.1, warmup_epochs=2)
+    cfg = TrainingSpec(epochs=10, lr=0.1, warmup_epochs=2)
     schedule = make_schedule(cfg, steps_per_epoch=5)
     lrs = [float(schedule(step)) for step in range(51)]
     assert lrs[0] == pytest.approx(0.0)
@@ -67,7 +67,7 @@ def test_cosine_warmup_reaches_peak_then_decays_to_zero_at_the_end():
 
 
 def test_step_schedule_multiplies_by_gamma_every_step_epochs():
-    cfg = TrainConfig(epochs=10, lr=1.0, schedule="step", step_epochs=3, step_gamma=0.5)
+    cfg = TrainingSpec(epochs=10, lr=1.0, schedule="step", step_epochs=3, step_gamma=0.5)
     schedule = make_schedule(cfg, steps_per_epoch=4)
     assert float(schedule(11)) == pytest.approx(1.0)
     assert float(schedule(12)) == pytest.approx(0.5)
@@ -77,14 +77,14 @@ def test_step_schedule_multiplies_by_gamma_every_step_epochs():
 def test_weight_decay_skips_biases_and_norm_parameters():
     keras.utils.set_random_seed(0)
     model = _build()
-    optimizer = make_optimizer(TrainConfig(lr=0.0, weight_decay=0.5, schedule="constant"), 1, model)
+    optimizer = make_optimizer(TrainingSpec(lr=0.0, weight_decay=0.5, schedule="constant"), 1, model)
     before = {v.path: v.numpy().copy() for v in model.trainable_variables}
     zero = [tf.zeros_like(v) for v in model.trainable_variables]
     optimizer.apply_gradients(zip(zero, model.trainable_variables, strict=True))
     for v in model.trainable_variables:
         # With lr 0 nothing moves at all; so use lr>0 below to see decay.
         np.testing.assert_allclose(v.numpy(), before[v.path])
-    optimizer = make_optimizer(TrainConfig(lr=0.1, weight_decay=0.5, schedule="constant"), 1, model)
+    optimizer = make_optimizer(TrainingSpec(lr=0.1, weight_decay=0.5, schedule="constant"), 1, model)
     optimizer.apply_gradients(zip(zero, model.trainable_variables, strict=True))
     for v in model.trainable_variables:
         changed = not np.allclose(v.numpy(), before[v.path])
@@ -93,9 +93,9 @@ def test_weight_decay_skips_biases_and_norm_parameters():
 
 def test_config_validation_names_the_bad_setting():
     with pytest.raises(ValueError, match="--lr must be positive"):
-        TrainConfig(lr=-1).validate()
+        TrainingSpec(lr=-1).validate()
     with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
-        TrainConfig(optimizer="rmsprop").validate()
+        TrainingSpec(optimizer="rmsprop").validate()
 
 
 def test_history_csv_keeps_one_row_per_epoch_when_an_epoch_is_rerun(tmp_path):
@@ -109,7 +109,7 @@ def test_history_csv_keeps_one_row_per_epoch_when_an_epoch_is_rerun(tmp_path):
 
 
 def test_run_writes_its_files_and_best_model_scores_recorded_accuracy(tmp_path):
-    summary = _run(tmp_path, TrainConfig(epochs=3, batch_size=16, lr=1e-2))
+    summary = _run(tmp_path, TrainingSpec(epochs=3, batch_size=16, lr=1e-2))
     run = tmp_path / "run"
     assert summary["status"] == "completed" and summary["epochs_completed"] == 3
     history = pd.read_csv(run / "history.csv")
@@ -124,11 +124,11 @@ def test_run_writes_its_files_and_best_model_scores_recorded_accuracy(tmp_path):
     assert list((run / "logs").rglob("events.out.tfevents.*"))
     assert not (run / "backup").exists()  # a finished run keeps no backup
     # Re-running a finished run only reports it.
-    again = _run(tmp_path, TrainConfig(epochs=3, batch_size=16, lr=1e-2))
+    again = _run(tmp_path, TrainingSpec(epochs=3, batch_size=16, lr=1e-2))
     assert again["wall_seconds"] == summary["wall_seconds"]
     # Also when the process died after the last epoch but before marking the run completed.
     (run / "summary.json").write_text(json.dumps({**summary, "status": "running"}))
-    again = _run(tmp_path, TrainConfig(epochs=3, batch_size=16, lr=1e-2))
+    again = _run(tmp_path, TrainingSpec(epochs=3, batch_size=16, lr=1e-2))
     assert again["status"] == "completed" and again["wall_seconds"] == summary["wall_seconds"]
     assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [1, 2, 3]
 
@@ -144,13 +144,13 @@ class _InterruptAt(keras.callbacks.Callback):
 
 
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
-    cfg = TrainConfig(epochs=4, batch_size=16, lr=1e-2, deterministic=True)
+    cfg = TrainingSpec(epochs=4, batch_size=16, lr=1e-2, deterministic=True)
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path, cfg, extra_callbacks=[_InterruptAt(2)])
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "interrupted"
     resumed = _run(tmp_path, cfg)
     run_training(
-        _build, _train_data, _val_data(), N // 16, cfg, tmp_path / "straight", cfg.to_dict()
+        _build, _train_data, _val_data(), N // 16, cfg, tmp_path / "straight"
     )
     a = pd.read_csv(tmp_path / "run" / "history.csv")
     b = pd.read_csv(tmp_path / "straight" / "history.csv")
@@ -162,19 +162,19 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
 
 
 def test_a_different_config_in_the_same_run_dir_is_refused(tmp_path):
-    _run(tmp_path, TrainConfig(epochs=1, batch_size=16))
+    _run(tmp_path, TrainingSpec(epochs=1, batch_size=16))
     # A run made before a setting existed still matches it at its default, not otherwise.
     config_path = tmp_path / "run" / "config.json"
     old = json.loads(config_path.read_text())
     del old["steps_per_execution"]
     config_path.write_text(json.dumps(old))
-    assert _run(tmp_path, TrainConfig(epochs=1, batch_size=16))["status"] == "completed"
+    assert _run(tmp_path, TrainingSpec(epochs=1, batch_size=16))["status"] == "completed"
     config_path.write_text(json.dumps(old))
     with pytest.raises(UserError, match="differs in: steps_per_execution"):
-        _run(tmp_path, TrainConfig(epochs=1, batch_size=16, steps_per_execution=2))
+        _run(tmp_path, TrainingSpec(epochs=1, batch_size=16, steps_per_execution=2))
     with pytest.raises(UserError, match="different config .*lr"):
-        _run(tmp_path, TrainConfig(epochs=1, batch_size=16, lr=0.5))
-    assert _run(tmp_path, TrainConfig(epochs=1, batch_size=16, lr=0.5), overwrite=True)
+        _run(tmp_path, TrainingSpec(epochs=1, batch_size=16, lr=0.5))
+    assert _run(tmp_path, TrainingSpec(epochs=1, batch_size=16, lr=0.5, overwrite=True))
 
 
 def test_divergence_stops_with_the_epoch_and_keeps_the_last_good_model(tmp_path):
@@ -185,7 +185,7 @@ def test_divergence_stops_with_the_epoch_and_keeps_the_last_good_model(tmp_path)
                     v.assign(v * np.float32(np.inf))
 
     with pytest.raises(TrainingDiverged, match="epoch 2"):
-        _run(tmp_path, TrainConfig(epochs=3, batch_size=16), extra_callbacks=[_Explode()])
+        _run(tmp_path, TrainingSpec(epochs=3, batch_size=16), extra_callbacks=[_Explode()])
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["best_epoch"] == 1
     model = keras.saving.load_model(tmp_path / "run" / "best.keras")
@@ -196,9 +196,9 @@ def test_several_steps_per_execution_train_exactly_as_one(tmp_path):
     # 4 steps per epoch: neither 3 nor 32 divides it, so partial executions are covered too.
     histories = []
     for spe in (1, 3, 32):
-        cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-2, steps_per_execution=spe)
+        cfg = TrainingSpec(epochs=2, batch_size=16, lr=1e-2, steps_per_execution=spe)
         run_training(
-            _build, _train_data, _val_data(), N // 16, cfg, tmp_path / f"spe{spe}", cfg.to_dict()
+            _build, _train_data, _val_data(), N // 16, cfg, tmp_path / f"spe{spe}"
         )
         histories.append(pd.read_csv(tmp_path / f"spe{spe}" / "history.csv"))
     for other in histories[1:]:

@@ -76,7 +76,7 @@ def _scalars(log_dir: Path, tag: str) -> list[float]:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["image", "--tuner", "annealing"], "invalid choice: 'annealing'"),
+        (["image", "--tuner", "annealing"], "unknown tuner 'annealing'; valid: random"),
         (["image", "--attention", ""], "--attention is empty"),
         (["image", "--attention", "cbam,self"], "unknown attention 'self'"),
         (["image", "--fixed", "lr=1"], "outside the space"),

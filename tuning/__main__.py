@@ -57,16 +57,17 @@ inside a trusted network.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
 from pathlib import Path
 
-from keras_attn.cli import Parser, main_guard, resolve
-from keras_attn.data.video import SAMPLING_MODES
+from keras_attn.cli import Parser, main_guard
 from keras_attn.errors import UserError
-from keras_attn.models.backbones import BACKBONES, PRETRAINABLE
-from keras_attn.training.config import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
+from keras_attn.experiments.image import ImageExperiment
+from keras_attn.experiments.video import VideoExperiment
+from keras_attn.spec import Spec, at_least, setting
 from keras_attn.tuner_cluster import check_port_free, distributed_role, serve_oracle
 from tuning.hypermodels import IMAGE_SPACE, VIDEO_SPACE, ImageHyperModel, VideoHyperModel
 from tuning.results import write_results
@@ -74,98 +75,65 @@ from tuning.search import TUNERS, make_tuner, prepare_project
 
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "accuracy": "max", "loss": "min"}
 
-# Defaults of the settings that are not searched: the training scripts' where they exist
-# (--max-epochs defaults to their --epochs), so a search runs on the data they train on.
-COMMON_DEFAULTS = dict(
-    tuner="random",
-    max_trials=None,
-    epochs=10,
-    max_epochs=None,
-    factor=3,
-    hyperband_iterations=1,
-    initial_points=None,
-    objective="val_accuracy",
-    directory="runs/tuning",
-    project_name=None,
-    seed=0,
-    optimizer="adamw",
-    schedule="cosine",
-    loss="crossentropy",
-    early_stopping=0,
-)
-IMAGE_DEFAULTS = dict(
-    COMMON_DEFAULTS,
-    max_epochs_default=20,
-    data="synthetic",
-    data_dir=None,
-    image_size=None,
-    val_fraction=0.2,
-    synthetic_per_class=400,
-    backbone="small_cnn",
-    backbone_weights="none",
-    fine_tune=None,
-    batch_size=64,
-    warmup_epochs=1.0,
-)
-VIDEO_DEFAULTS = dict(
-    COMMON_DEFAULTS,
-    max_epochs_default=20,
-    data_dir=None,
-    synthetic_clips_per_class=100,
-    val_split="test",
-    limit_classes=10,
-    class_order="frequency",
-    sampling="uniform",
-    crop_bbox=False,
-    image_size=None,
-    backbone="mobilenet_v2",
-    backbone_weights="auto",
-    cache_dir=None,
-    batch_size=4,
-    warmup_epochs=0.0,
-)
-EXPERIMENTS = {
-    "image": (IMAGE_SPACE, IMAGE_DEFAULTS, ImageHyperModel),
-    "video": (VIDEO_SPACE, VIDEO_DEFAULTS, VideoHyperModel),
-}
-# Settings that may differ between the runs of one project (search.json leaves them out).
-NOT_PART_OF_THE_SEARCH = (
-    "max_trials",
-    "overwrite",
-    "directory",
-    "project_name",
-    "show_space",
-    "cache_dir",
-    "fixed",
-    "range",
-    "max_epochs_default",
-    "initial_points",
-)
 
+@dataclasses.dataclass(frozen=True)
+class SearchSettings(Spec):
+    """How a search runs; the experiment's own settings come from its spec."""
 
-def _add_search_flags(parser: argparse.ArgumentParser, space) -> None:
-    g = parser.add_argument_group("search")
-    g.add_argument("--tuner", choices=TUNERS, help="search algorithm (default: random)")
-    g.add_argument("--max-trials", type=int, help="trials in all (default 10; not hyperband)")
-    g.add_argument("--epochs", type=int, help="epochs per trial (default 10; not hyperband)")
-    g.add_argument("--max-epochs", type=int, help="hyperband: epochs of the longest trials")
-    g.add_argument("--factor", type=int, help="hyperband: reduction factor (default 3)")
-    g.add_argument("--hyperband-iterations", type=int, help="hyperband: brackets repeated")
-    g.add_argument(
-        "--initial-points",
-        type=int,
-        help="bayesian: random trials before the model guides (default: half of --max-trials)",
+    tuner: str = setting("random", "search algorithm", choices=tuple(TUNERS), group="search")
+    max_trials: int | None = setting(
+        None, "trials in all (default 10; not hyperband)", check=at_least(1), group="search"
     )
-    g.add_argument("--objective", choices=OBJECTIVES, help="what the search optimises")
-    g.add_argument("--directory", help="where projects go (default runs/tuning)")
-    g.add_argument("--project-name", help="the project's folder (default: image or video)")
-    g.add_argument("--seed", type=int, help="the tuner's sampling, data order, initial weights")
-    g.add_argument("--overwrite", action="store_true", help="start the project afresh")
-    g.add_argument("--show-space", action="store_true", help="print the search space and exit")
+    max_epochs: int | None = setting(
+        None,
+        "hyperband: epochs of the longest trials (default: the experiment's --epochs)",
+        check=at_least(1),
+        group="search",
+    )
+    factor: int = setting(3, "hyperband: reduction factor", check=at_least(2), group="search")
+    hyperband_iterations: int = setting(
+        1, "hyperband: brackets repeated", check=at_least(1), group="search"
+    )
+    initial_points: int | None = setting(
+        None,
+        "bayesian: random trials before the model guides (default: half of --max-trials)",
+        check=at_least(1),
+        group="search",
+    )
+    objective: str = setting(
+        "val_accuracy", "what the search optimises", choices=tuple(OBJECTIVES), group="search"
+    )
+    directory: str = setting("runs/tuning", "where projects go", group="search")
+    project_name: str | None = setting(
+        None, "the project's folder (default: image or video)", group="search"
+    )
+    overwrite: bool = setting(False, "start the project afresh", group="search")
+
+
+# Only where the search differs from the experiment: shorter trials.
+TRIAL_DEFAULTS = dict(epochs=10)
+EXPERIMENTS = {
+    "image": (ImageExperiment, IMAGE_SPACE, ImageHyperModel),
+    "video": (VideoExperiment, VIDEO_SPACE, VideoHyperModel),
+}
+# Flags that apply to one tuner only.
+TUNER_ONLY = dict(
+    max_trials=("random", "grid", "bayesian"),
+    max_epochs=("hyperband",),
+    factor=("hyperband",),
+    hyperband_iterations=("hyperband",),
+    initial_points=("bayesian",),
+)
+# Settings that may differ between the runs of one project (search.json leaves them out).
+NOT_PART_OF_THE_SEARCH = ("max_trials", "overwrite", "directory", "project_name", "initial_points")
+
+
+def _add_space_flags(parser: argparse.ArgumentParser, space) -> None:
     s = parser.add_argument_group(
         "search space",
         "A categorical parameter's flag narrows it to the comma-separated values given.",
     )
+    s.add_argument("--show-space", action="store_true", help="print the search space and exit")
     s.add_argument(
         "--fixed",
         action="append",
@@ -187,15 +155,6 @@ def _add_search_flags(parser: argparse.ArgumentParser, space) -> None:
             metavar="A,B",
             help=f"{p.help} (default: {p.domain_text()})",
         )
-    t = parser.add_argument_group("training (not searched)")
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--optimizer", choices=OPTIMIZERS)
-    t.add_argument("--schedule", choices=SCHEDULES)
-    t.add_argument("--warmup-epochs", type=float)
-    t.add_argument("--loss", choices=LOSSES)
-    t.add_argument(
-        "--early-stopping", type=int, metavar="N", help="stop a trial after N epochs without gain"
-    )
 
 
 parser = Parser(
@@ -204,66 +163,23 @@ parser = Parser(
     epilog="See the module docstring (README) for distributed searches.",
 )
 experiments = parser.add_subparsers(dest="experiment", required=True, metavar="image|video")
-image = experiments.add_parser("image", help="the image experiment (train_image.py)")
-d = image.add_argument_group("data")
-d.add_argument("--data", choices=("synthetic", "folder", "cifar10", "cifar100"))
-d.add_argument("--data-dir", help="folder data: class-per-subfolder, optional train/ val/")
-d.add_argument("--image-size", type=int, help="side in pixels (default per data source)")
-d.add_argument("--val-fraction", type=float, help="folder without val/: held-out share")
-d.add_argument("--synthetic-per-class", type=int, help="synthetic train images per class")
-d.add_argument("--backbone", choices=BACKBONES)
-d.add_argument("--backbone-weights", metavar="imagenet|none|PATH")
-d.add_argument("--fine-tune", action="store_true", default=None, help="train a pretrained backbone")
-_add_search_flags(image, IMAGE_SPACE)
-
-video = experiments.add_parser("video", help="the video experiment (train_video.py)")
-d = video.add_argument_group("data")
-d.add_argument("--data-dir", help="WLASL folder: index file + videos/ (default: synthetic)")
-d.add_argument("--synthetic-clips-per-class", type=int, help="synthetic set size")
-d.add_argument("--val-split", choices=("val", "test"), help="validate on this split")
-d.add_argument("--limit-classes", type=int, metavar="N", help="keep N glosses (0: all)")
-d.add_argument("--class-order", choices=("frequency", "alphabetical"))
-d.add_argument("--sampling", choices=SAMPLING_MODES, help="where in the sign to sample")
-d.add_argument("--crop-bbox", action="store_true", default=None, help="crop to the signer's box")
-d.add_argument("--image-size", type=int, help="frame side (default 96 synthetic, 224)")
-d.add_argument("--backbone", choices=PRETRAINABLE, help="frozen frame encoder")
-d.add_argument("--backbone-weights", metavar="auto|imagenet|none|PATH")
-d.add_argument("--cache-dir", help="feature cache folder (default data/cache/features)")
-_add_search_flags(video, VIDEO_SPACE)
+for _name, (_spec, _space, _) in EXPERIMENTS.items():
+    _sub = experiments.add_parser(_name, help=f"the {_name} experiment (train_{_name}.py)")
+    SearchSettings.add_flags(_sub, config_flags=False)
+    _spec.add_flags(
+        _sub,
+        skip=(*_space.names(), "run_dir", "overwrite"),
+        defaults=TRIAL_DEFAULTS,
+    )
+    _add_space_flags(_sub, _space)
 
 
-def _check_flags(settings: dict, given: argparse.Namespace, space) -> None:
-    hyperband = settings["tuner"] == "hyperband"
-    for flag, dest, applies in (
-        ("--max-trials", "max_trials", not hyperband),
-        ("--epochs", "epochs", not hyperband),
-        ("--max-epochs", "max_epochs", hyperband),
-        ("--factor", "factor", hyperband),
-        ("--hyperband-iterations", "hyperband_iterations", hyperband),
-        ("--initial-points", "initial_points", settings["tuner"] == "bayesian"),
-    ):
-        if getattr(given, dest) is not None and not applies:
-            raise UserError(f"{flag} does not apply to --tuner {settings['tuner']}")
-    for flag, dest, least in (
-        ("--max-trials", "max_trials", 1),
-        ("--epochs", "epochs", 1),
-        ("--max-epochs", "max_epochs", 1),
-        ("--factor", "factor", 2),
-        ("--hyperband-iterations", "hyperband_iterations", 1),
-        ("--initial-points", "initial_points", 1),
-        ("--early-stopping", "early_stopping", 0),
-    ):
-        if settings[dest] is not None and settings[dest] < least:
-            raise UserError(f"{flag} must be at least {least} (got {settings[dest]})")
-    try:  # the training flags, with the space's defaults for the searched ones
-        TrainConfig(
-            epochs=settings["schedule_epochs"],
-            lr=space.params["lr"].default,
-            **{k: settings[k] for k in ("batch_size", "optimizer", "schedule", "loss", "seed")},
-            warmup_epochs=settings["warmup_epochs"],
-        ).validate()
-    except ValueError as err:
-        raise UserError(str(err)) from None
+def _check_tuner_flags(search: SearchSettings, given: argparse.Namespace) -> None:
+    for name, tuners in TUNER_ONLY.items():
+        if getattr(given, name) is not None and search.tuner not in tuners:
+            raise UserError(f"--{name.replace('_', '-')} does not apply to --tuner {search.tuner}")
+    if search.tuner == "hyperband" and given.epochs is not None:
+        raise UserError("--epochs does not apply to --tuner hyperband (use --max-epochs)")
 
 
 class _NoRetracingWarning(logging.Filter):
@@ -276,8 +192,9 @@ class _NoRetracingWarning(logging.Filter):
 def main(argv=None) -> None:
     args = parser.parse_args(argv)
     logging.getLogger("tensorflow").addFilter(_NoRetracingWarning())
-    space, defaults, hypermodel_class = EXPERIMENTS[args.experiment]
-    settings = resolve(args, {}, defaults)
+    spec_class, space, hypermodel_class = EXPERIMENTS[args.experiment]
+    search = SearchSettings.from_args(args)
+    _check_tuner_flags(search, args)
     space = space.narrow(
         {p.name: getattr(args, f"space_{p.name}") for p in space.categorical()},
         args.range,
@@ -286,49 +203,55 @@ def main(argv=None) -> None:
     if args.show_space:
         print(space.table())
         return
-    hyperband = settings["tuner"] == "hyperband"
-    settings["max_trials"] = settings["max_trials"] or (None if hyperband else 10)
-    settings["max_epochs"] = settings["max_epochs"] or (
-        defaults["max_epochs_default"] if hyperband else None
+    hyperband = search.tuner == "hyperband"
+    max_trials = None if hyperband else (search.max_trials or 10)
+    if hyperband:  # the schedule spans the longest trial
+        max_epochs = search.max_epochs or spec_class.default_of("epochs")
+        trial_defaults = dict(epochs=max_epochs)
+    else:
+        max_epochs, trial_defaults = None, TRIAL_DEFAULTS
+    # The space's defaults stand for the searched settings in the base spec.
+    base = spec_class.from_args(
+        args, overrides=trial_defaults, **{p.name: p.effective_default for p in space}
     )
-    settings["schedule_epochs"] = settings["max_epochs"] if hyperband else settings["epochs"]
-    settings["direction"] = OBJECTIVES[settings["objective"]]
-    settings["project_name"] = settings["project_name"] or args.experiment
-    if settings["tuner"] == "bayesian" and settings["initial_points"] is None:
-        settings["initial_points"] = max(2, settings["max_trials"] // 2)
-    _check_flags(settings, args, space)
+    if args.print_config:
+        print(base.config_json())
+        return
+    initial_points = search.initial_points
+    if search.tuner == "bayesian" and initial_points is None:
+        initial_points = max(2, max_trials // 2)
+    project_name = search.project_name or args.experiment
     role, ip, port = distributed_role()
     if role == "chief":
         check_port_free(ip, port)
 
-    project_dir = Path(settings["directory"]) / settings["project_name"]
-    search_settings = {
-        k: v
-        for k, v in settings.items()
-        if k not in NOT_PART_OF_THE_SEARCH and not k.startswith("space_")
-    }
-    search_settings["space"] = space.describe()
+    project_dir = Path(search.directory) / project_name
+    search_settings = {k: v for k, v in search.config().items() if k not in NOT_PART_OF_THE_SEARCH}
+    searched = set(space.names())
+    search_settings.update({k: v for k, v in base.config().items() if k not in searched})
+    search_settings.update(max_epochs=max_epochs, space=space.describe())
     if role != "worker":  # a worker never deletes or rewrites what the chief owns
-        prepare_project(project_dir, search_settings, settings["overwrite"])
-    elif settings["overwrite"]:
+        prepare_project(project_dir, search_settings, search.overwrite)
+    elif search.overwrite:
         print("Worker: --overwrite is the chief's to apply; ignored here.")
 
-    hypermodel = hypermodel_class(space, settings)
+    direction = OBJECTIVES[search.objective]
+    hypermodel = hypermodel_class(base, space, search.objective, direction)
     if role != "chief":
         hypermodel.load()  # once per process, before the first trial (a chief needs none)
     tuner = make_tuner(
-        settings["tuner"],
+        search.tuner,
         hypermodel,
-        settings["objective"],
-        settings["direction"],
-        settings["directory"],
-        settings["project_name"],
-        settings["seed"],
-        max_trials=settings["max_trials"],
-        max_epochs=settings["max_epochs"],
-        factor=settings["factor"],
-        hyperband_iterations=settings["hyperband_iterations"],
-        initial_points=settings["initial_points"],
+        search.objective,
+        direction,
+        search.directory,
+        project_name,
+        base.seed,
+        max_trials=max_trials,
+        max_epochs=max_epochs,
+        factor=search.factor,
+        hyperband_iterations=search.hyperband_iterations,
+        initial_points=initial_points,
     )
     hp_names = [p.name for p in space if space.used_when(p)]
     started = time.perf_counter()
@@ -338,7 +261,7 @@ def main(argv=None) -> None:
         serve_oracle(tuner, ip, port)
     elif role == "worker":
         print(f"Worker {tuner.tuner_id}: asking the chief at {ip}:{port} for trials", flush=True)
-        tuner.search(epochs=settings["epochs"])
+        tuner.search(epochs=base.epochs)
         ran = ", ".join(tuner.trials_run) or "none"
         print(
             f"Worker {tuner.tuner_id}: done after {time.perf_counter() - started:.1f} s; "
@@ -349,14 +272,18 @@ def main(argv=None) -> None:
         finished = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
         if finished:
             print(f"Resuming {project_dir}: {finished} finished trials kept")
-        tuner.search(epochs=settings["epochs"])
+        tuner.search(epochs=base.epochs)
     write_results(tuner.oracle, project_dir, hp_names, [p.name for p in space if p.integer])
     print(
         f"Search done in {time.perf_counter() - started:.1f} s "
-        f"(tensorboard --logdir {settings['directory']})"
+        f"(tensorboard --logdir {search.directory})"
     )
 
 
-if __name__ == "__main__":
+def cli():
     sys.argv[0] = "python -m tuning"  # how errors name the program
     main_guard(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,357 +1,220 @@
 """Keras Tuner HyperModels for the image and video experiments.
 
-They call the training scripts' own builders (`keras_attn.data.*`,
-`keras_attn.models.*`, `keras_attn.training.optim`); nothing here builds a layer.
-Each process loads its data once (lazily: a distributed chief never needs it), and
-the video experiment prepares the frozen-feature inputs once per distinct number
-of frames and feature kind, from the on-disk feature cache when it can.
+A trial is an ordinary run: the trial's values replace those settings of the
+experiment's spec, and the experiment's own `train` trains it in the trial's
+directory (`config.json`, `history.csv` with the stability columns, `summary.json`,
+`best.keras`, TensorBoard logs) exactly as `train_image.py` / `train_video.py` would.
+Each process loads its data once (lazily: a distributed chief never needs it); the
+video experiment prepares the frozen-feature inputs once per distinct number of
+frames and feature kind, from the on-disk feature cache when it can.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-import keras
 import keras_tuner as kt
-import tensorflow as tf
+import pandas as pd
 
-from keras_attn.data import images
-from keras_attn.data.synthetic_video import ensure_synthetic_videos
-from keras_attn.data.wlasl import load_wlasl
-from keras_attn.experiments.video import prepare_video_inputs
-from keras_attn.layers import ATTENTION, TEMPORAL, attention_names, temporal_names
-from keras_attn.models.image import build_image_model
-from keras_attn.models.video import FRAME_ATTENTION, build_video_head
-from keras_attn.training.callbacks import EpochLine, LearningRateLogger
-from keras_attn.training.config import TrainConfig
-from keras_attn.training.files import atomic_save_model
-from keras_attn.training.optim import make_loss, make_optimizer
+from keras_attn.data.images import steps_per_epoch as image_steps_per_epoch
+from keras_attn.experiments import image as image_experiment
+from keras_attn.experiments import video as video_experiment
+from keras_attn.experiments.image import ImageExperiment
+from keras_attn.experiments.video import VideoExperiment
+from keras_attn.layers import ATTENTION, TEMPORAL
+from keras_attn.spec import Spec
+from keras_attn.training.run import TrainingDiverged, compile_for_training
 from tuning.space import Param, Space, accepting
 
-# The optimisation parameters both experiments search (defaults: the training scripts').
-_LR = dict(low=1e-4, high=1e-2, log=True, help="peak learning rate")
-_WD = dict(low=1e-6, high=1e-2, log=True, help="decoupled weight decay")
-_LS = dict(low=0.0, high=0.2, step=0.05, ceiling=1.0, help="label smoothing")
-_DROPOUT = dict(low=0.0, high=0.5, step=0.1, ceiling=1.0, help="dropout before the classifier")
+def searched(spec: type[Spec], name: str, **domain) -> Param:
+    """A hyperparameter over the spec's setting `name`: its help and default are the
+    spec's; categorical string settings search all their choices unless `values`."""
+    choices = spec.choices_of(name)
+    if choices is not None and "values" not in domain:
+        domain["values"] = tuple(choices)
+    return Param(name, spec.help_of(name), spec.default_of(name), **domain)
+
+
+_LR = dict(low=1e-4, high=1e-2, log=True)
+_WD = dict(low=1e-6, high=1e-2, log=True)
+_LS = dict(low=0.0, high=0.2, step=0.05, ceiling=1.0)
+_DROPOUT = dict(low=0.0, high=0.5, step=0.1, ceiling=1.0)
 
 IMAGE_SPACE = Space(
     [
-        Param(
-            "attention",
-            "attention block",
-            "cbam",
-            values=tuple(attention_names()),
-        ),
-        Param(
+        searched(ImageExperiment, "attention"),
+        searched(
+            ImageExperiment,
             "reduction",
-            "channel attention reduction ratio",
-            8,
             values=(4, 8, 16),
             floor=1,
             parent="attention",
             when=accepting(ATTENTION, "reduction"),
         ),
-        Param(
+        searched(
+            ImageExperiment,
             "kernel_size",
-            "spatial attention kernel size",
-            7,
             values=(3, 5, 7),
             floor=1,
             parent="attention",
             when=accepting(ATTENTION, "kernel_size"),
         ),
-        Param("lr", default=2e-3, **_LR),
-        Param("weight_decay", default=5e-4, **_WD),
-        Param("label_smoothing", default=0.1, **_LS),
-        Param("dropout", default=0.2, **_DROPOUT),
+        searched(ImageExperiment, "lr", **_LR),
+        searched(ImageExperiment, "weight_decay", **_WD),
+        searched(ImageExperiment, "label_smoothing", **_LS),
+        searched(ImageExperiment, "dropout", **_DROPOUT),
     ]
 )
 
 VIDEO_SPACE = Space(
     [
-        Param("num_frames", "frames sampled per clip", 8, values=(4, 8), floor=1),
-        Param(
-            "frame_attention",
-            "spatial attention on each frame's feature map",
-            "none",
-            values=FRAME_ATTENTION,
-        ),
-        Param("temporal", "temporal module", "tcn", values=tuple(temporal_names())),
-        Param(
+        searched(VideoExperiment, "num_frames", values=(4, 8), floor=1),
+        searched(VideoExperiment, "frame_attention"),
+        searched(VideoExperiment, "temporal"),
+        searched(
+            VideoExperiment,
             "temporal_pool",
-            "how the TCN pools frames",
-            "attention",
-            values=("attention", "avg", "max", "last"),
             parent="temporal",
             when=accepting(TEMPORAL, "pool"),
         ),
-        Param("width", "per-frame projection and TCN width", 128, values=(64, 128, 256), floor=1),
-        Param(
+        searched(VideoExperiment, "width", values=(64, 128, 256), floor=1),
+        searched(
+            VideoExperiment,
             "tcn_kernel",
-            "TCN kernel size",
-            3,
             values=(2, 3, 5),
             floor=1,
             parent="temporal",
             when=accepting(TEMPORAL, "kernel_size"),
         ),
-        Param(
+        searched(
+            VideoExperiment,
             "tcn_levels",
-            "TCN blocks, dilations 1, 2, ..., 2^(levels-1)",
-            3,
             values=(2, 3, 4),
             floor=1,
             parent="temporal",
             when=accepting(TEMPORAL, "dilations"),
         ),
-        Param("lr", default=1e-3, **_LR),
-        Param("weight_decay", default=1e-4, **_WD),
-        Param("label_smoothing", default=0.0, **_LS),
-        Param("dropout", default=0.5, **{**_DROPOUT, "high": 0.6}),
+        searched(VideoExperiment, "lr", **_LR),
+        searched(VideoExperiment, "weight_decay", **_WD),
+        searched(VideoExperiment, "label_smoothing", **_LS),
+        searched(VideoExperiment, "dropout", **{**_DROPOUT, "high": 0.6}),
     ]
 )
 
-# Settings of a TrainConfig that the command line gives (the searched ones come from hp).
-TRAIN_SETTINGS = ("batch_size", "optimizer", "schedule", "warmup_epochs", "loss", "seed")
-SEARCHED_TRAINING = ("lr", "weight_decay", "label_smoothing")
 
-
-class SaveBestModel(keras.callbacks.Callback):
-    """Saves the whole model to `path` (atomically) whenever `monitor` improves.
-
-    Plain attributes only, so Keras Tuner can deep-copy it like any callback.
-    """
-
-    def __init__(self, path, monitor="val_accuracy", mode="max"):
-        super().__init__()
-        self.path = str(path)
-        self.monitor = monitor
-        self.mode = mode
-        self.best = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None or math.isnan(value):
-            return
-        if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
-            self.best = float(value)
-            atomic_save_model(self.model, self.path)
+def best_epoch_metrics(run_dir: Path, objective: str, direction: str) -> dict:
+    """The trial's metrics at its best epoch by the objective (history.csv), plus its
+    epochs, best epoch and best val accuracy: what the oracle records."""
+    history = pd.read_csv(Path(run_dir) / "history.csv")
+    series = history[objective].astype(float)
+    best = series.idxmax() if direction == "max" else series.idxmin()
+    if pd.isna(best):
+        best = history.index[-1]
+    row = history.loc[best]
+    metrics = {k: float(v) for k, v in row.items() if k != "epoch" and pd.notna(v)}
+    metrics.update(
+        best_val_accuracy=float(history["val_accuracy"].max()),
+        best_epoch=int(row["epoch"]),
+        epochs=int(history["epoch"].iloc[-1]),
+    )
+    return metrics
 
 
 class ExperimentHyperModel(kt.HyperModel):
-    """What both experiments share: declare the space, build and compile, fit one trial.
+    """A search over one experiment: the space's values replace the base spec's.
 
     Args:
-        space: the (narrowed) search space.
-        settings: resolved command-line settings: data flags, the TrainConfig fields in
-            `TRAIN_SETTINGS`, `schedule_epochs` (the learning-rate schedule's length),
-            `early_stopping`, `objective` and `direction`.
+        experiment: the experiment module (`train`, `build_model`, `resolved`).
+        base: the spec every trial starts from (the command line's settings).
+        space: the (narrowed) search space; its names are settings of the spec.
+        objective, direction: what the tuner optimises.
     """
 
-    def __init__(self, name: str, space: Space, settings: dict):
+    def __init__(self, name, experiment, base: Spec, space: Space, objective, direction):
         super().__init__(name=name)
+        self.experiment = experiment
+        self.base = base
         self.space = space
-        self.settings = settings
-
-    # Subclasses: the data a trial with these values trains on, and its model.
-    def load(self) -> None:
-        """Loads the data (once per process)."""
-        raise NotImplementedError
-
-    def datasets(self, values: dict):
-        """`(train(start_epoch, epochs), val, steps_per_epoch)`, yielding int labels."""
-        raise NotImplementedError
-
-    def steps_per_epoch(self, values: dict) -> int:
-        raise NotImplementedError
-
-    def build_model(self, values: dict) -> keras.Model:
-        raise NotImplementedError
+        self.objective = objective
+        self.direction = direction
+        self._data = {}
 
     def declare_hyperparameters(self, hp):
         self.space.declare(hp)
 
-    def train_config(self, values: dict) -> TrainConfig:
-        fields = {k: self.settings[k] for k in TRAIN_SETTINGS if self.settings.get(k) is not None}
-        fields.update({k: values[k] for k in SEARCHED_TRAINING if k in values})
-        return TrainConfig(epochs=self.settings["schedule_epochs"], **fields)
+    def trial_spec(self, hp) -> Spec:
+        return self.base.replace(**self.space.declare(hp))
+
+    def data_key(self, spec: Spec):
+        """Trials whose data are the same share one loaded copy."""
+        return ()
+
+    def load_data(self, spec: Spec):
+        raise NotImplementedError
+
+    def data_for(self, spec: Spec):
+        key = self.data_key(spec)
+        if key not in self._data:
+            self._data[key] = self.load_data(spec)
+        return self._data[key]
+
+    def load(self) -> None:
+        """Loads the data (once per process, before the first trial)."""
+        self.data_for(self.base)
 
     def build(self, hp):
-        values = self.space.declare(hp)
-        steps = self.steps_per_epoch(values)  # first: preparing inputs may seed too
-        cfg = self.train_config(values)
-        keras.utils.set_random_seed(cfg.seed)
-        model = self.build_model(values)
-        model.compile(
-            optimizer=make_optimizer(cfg, steps, model),
-            loss=make_loss(cfg),
-            metrics=["accuracy"],
+        spec = self.trial_spec(hp)
+        data = self.data_for(spec)
+        spec = self.experiment.resolved(spec, data)
+        return compile_for_training(
+            lambda: self.experiment.build_model(spec, data), spec, self.steps_per_epoch(data, spec)
         )
-        return model
 
-    def fit(self, hp, model, *args, epochs, initial_epoch=0, callbacks=(), trial_dir, log_dir, **_):
-        values = self.space.declare(hp)
-        train, val, steps = self.datasets(values)
-        if initial_epoch:  # Hyperband continues a trial: the schedule continues too
-            model.optimizer.iterations.assign(initial_epoch * steps)
-        num_classes = int(model.output.shape[-1])
+    def steps_per_epoch(self, data, spec) -> int:
+        raise NotImplementedError
 
-        def one_hot(x, y):  # the losses take one-hot targets (label smoothing)
-            return x, tf.one_hot(y, num_classes)
-
-        objective, direction = self.settings["objective"], self.settings["direction"]
-        own = [
-            keras.callbacks.TerminateOnNaN(),
-            LearningRateLogger(),  # before the callbacks that read the logs
-            keras.callbacks.TensorBoard(str(log_dir), write_graph=False, profile_batch=0),
-            SaveBestModel(Path(trial_dir) / "best.keras", objective, direction),
-            EpochLine(epochs),
-        ]
-        if self.settings.get("early_stopping"):
-            own.append(
-                keras.callbacks.EarlyStopping(
-                    objective, mode=direction, patience=self.settings["early_stopping"]
-                )
+    def fit(self, hp, model, *args, epochs, initial_epoch=0, callbacks=(), trial_dir, **_):
+        spec = self.trial_spec(hp)
+        try:
+            self.experiment.train(
+                spec,
+                self.data_for(spec),
+                trial_dir,
+                model=model,
+                initial_epoch=initial_epoch,
+                until_epoch=epochs,
+                extra_callbacks=list(callbacks),
+                progress_bar=False,
             )
-        return model.fit(
-            train(initial_epoch, epochs).map(one_hot),
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps,
-            validation_data=val.map(one_hot),
-            callbacks=[*own, *callbacks],
-            verbose=0,
-            shuffle=False,  # the datasets fix the order per seed and epoch
-        )
+        except TrainingDiverged as err:  # a failed trial; the search goes on
+            raise kt.errors.FailedTrialError(str(err)) from None
+        return best_epoch_metrics(trial_dir, self.objective, self.direction)
 
 
 class ImageHyperModel(ExperimentHyperModel):
-    """The image experiment: `build_image_model` on `load_image_data`, as in train_image.py."""
+    """The image experiment, as in train_image.py."""
 
-    def __init__(self, space: Space, settings: dict):
-        super().__init__("image", space, settings)
-        self._data = None
-        self._val = None
+    def __init__(self, base: ImageExperiment, space: Space, objective, direction):
+        super().__init__("image", image_experiment, base, space, objective, direction)
 
-    def load(self):
-        if self._data is None:
-            s = self.settings
-            self._data = images.load_image_data(
-                s["data"],
-                s["data_dir"],
-                s["image_size"],
-                seed=s["seed"],
-                val_fraction=s["val_fraction"],
-                train_per_class=s["synthetic_per_class"],
-            )
-            d = self._data
-            print(
-                f"{d.source}: {len(d.class_names)} classes, {d.num_train} train / {d.num_val} "
-                f"val images at {d.image_size}x{d.image_size}, "
-                f"{len(d.skipped_files)} unreadable files skipped",
-                flush=True,
-            )
-        return self._data
+    def load_data(self, spec):
+        return image_experiment.load_data(spec)
 
-    def datasets(self, values):
-        data, batch, seed = self.load(), self.settings["batch_size"], self.settings["seed"]
-        if self._val is None:
-            self._val = images.val_dataset(data, batch)
-        return (
-            lambda start, end: images.train_dataset(data, batch, seed, start, end),
-            self._val,
-            self.steps_per_epoch(values),
-        )
-
-    def steps_per_epoch(self, values):
-        return images.steps_per_epoch(self.load(), self.settings["batch_size"])
-
-    def build_model(self, values):
-        data, s = self.load(), self.settings
-        return build_image_model(
-            len(data.class_names),
-            data.image_size,
-            backbone=s["backbone"],
-            attention=values["attention"],
-            weights=s["backbone_weights"],
-            trainable_backbone=s["fine_tune"],
-            dropout=values["dropout"],
-            seed=s["seed"],
-            attention_options={k: values[k] for k in ("reduction", "kernel_size") if k in values},
-        )
+    def steps_per_epoch(self, data, spec):
+        return image_steps_per_epoch(data, spec.batch_size)
 
 
 class VideoHyperModel(ExperimentHyperModel):
-    """The video experiment: a temporal head on cached frozen features, as in train_video.py."""
+    """The video experiment on cached frozen features, as in train_video.py."""
 
-    def __init__(self, space: Space, settings: dict):
-        super().__init__("video", space, settings)
-        self._index = None
-        self._inputs = {}
+    def __init__(self, base: VideoExperiment, space: Space, objective, direction):
+        super().__init__("video", video_experiment, base, space, objective, direction)
 
-    @property
-    def image_size(self) -> int:
-        return self.settings["image_size"] or (224 if self.settings["data_dir"] else 96)
+    def data_key(self, spec):
+        return (spec.num_frames, spec.frame_attention != "none")
 
-    def load(self):
-        if self._index is None:
-            s = self.settings
-            data_dir = s["data_dir"] or ensure_synthetic_videos(
-                clips_per_class=s["synthetic_clips_per_class"]
-            )
-            self._index = load_wlasl(
-                data_dir, s["val_split"], s["limit_classes"] or None, s["class_order"]
-            )
-            print(self._index.summary_line(), flush=True)
-        return self._index
+    def load_data(self, spec):
+        return video_experiment.load_video_data(spec)
 
-    def inputs(self, values):
-        """The frozen-feature inputs for this trial's frames and feature kind (memoised)."""
-        key = (values["num_frames"], values["frame_attention"] != "none")
-        if key not in self._inputs:
-            s = self.settings
-            self._inputs[key] = prepare_video_inputs(
-                self.load(),
-                key[0],
-                s["sampling"],
-                self.image_size,
-                s["backbone"],
-                s["backbone_weights"],
-                feature_maps=key[1],
-                crop_bbox=s["crop_bbox"],
-                feature_cache=True,
-                cache_dir=s["cache_dir"],
-                batch_size=s["batch_size"],
-                seed=s["seed"],
-            )
-        return self._inputs[key]
-
-    def datasets(self, values):
-        inputs = self.inputs(values)
-        return inputs.train, inputs.val, inputs.steps_per_epoch
-
-    def steps_per_epoch(self, values):
-        return self.inputs(values).steps_per_epoch
-
-    def build_model(self, values):
-        inputs = self.inputs(values)
-        options = dict(filters=values["width"])
-        if "temporal_pool" in values:
-            options["pool"] = values["temporal_pool"]
-        if "tcn_kernel" in values:
-            options["kernel_size"] = values["tcn_kernel"]
-        if "tcn_levels" in values:
-            options["dilations"] = tuple(2**i for i in range(values["tcn_levels"]))
-        head = build_video_head(
-            inputs.feature_shape,
-            values["num_frames"],
-            len(self.load().class_names),
-            temporal=values["temporal"],
-            frame_attention=values["frame_attention"],
-            width=values["width"],
-            dropout=values["dropout"],
-            seed=self.settings["seed"],
-            temporal_options=options,
-        )
-        return inputs.wrap_head(head)
+    def steps_per_epoch(self, data, spec):
+        return data.inputs.steps_per_epoch

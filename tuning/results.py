@@ -17,6 +17,8 @@ from keras_attn.training.files import atomic_write_json, atomic_write_text, read
 
 # Keras Tuner's Hyperband bookkeeping, shown after the searched hyperparameters.
 HYPERBAND_KEYS = ("tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner/round")
+# Training-stability measurements (history.csv's columns) at the trial's best epoch.
+STABILITY = ("grad_norm_mean", "grad_norm_max", "batch_loss_std", "gap_accuracy")
 
 
 def _metric(trial, name):
@@ -27,7 +29,8 @@ def _metric(trial, name):
 def trials_table(
     oracle, project_dir: Path, hp_names: list[str], int_names: tuple = ()
 ) -> pd.DataFrame:
-    """One row per trial: hyperparameters, objective, best val accuracy, epochs, wall time."""
+    """One row per trial: hyperparameters, objective, best val accuracy, epochs, the
+    stability measurements at the best epoch, wall time."""
     objective = oracle.objective.name
     rows = []
     for trial_id in sorted(oracle.trials):
@@ -45,6 +48,7 @@ def trials_table(
             best_val_accuracy=_metric(trial, "best_val_accuracy"),
             epochs=_metric(trial, "epochs"),
             best_epoch=_metric(trial, "best_epoch"),
+            **{name: _metric(trial, name) for name in STABILITY},
             wall_seconds=_metric(trial, "wall_seconds"),
             tuner_id=run.get("tuner_id"),
         )
@@ -61,6 +65,7 @@ def trials_table(
         "best_val_accuracy",
         "epochs",
         "best_epoch",
+        *STABILITY,
         "wall_seconds",
         "tuner_id",
         "error",

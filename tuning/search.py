@@ -4,9 +4,10 @@ A project directory `<directory>/<project>/` holds, besides Keras Tuner's own fi
 (`oracle.json`, `trial_<id>/trial.json`, `trial_<id>/checkpoint.weights.h5`):
 
     search.json            the settings the search was started with (a resume must match)
-    logs/<trial_id>/       TensorBoard: the trial's HParams session, scalars in train/ and
-                           validation/, best_val_accuracy and wall_seconds at the end
-    trial_<id>/best.keras  the trial's best model (by the objective)
+    trial_<id>/            an ordinary run directory (config.json, history.csv,
+                           summary.json, best.keras by val accuracy, logs/), plus:
+    trial_<id>/logs/       TensorBoard: the trial's HParams session beside its scalars in
+                           train/ and validation/, best_val_accuracy and wall_seconds at the end
     trial_<id>/run.json    which tuner ran the trial, on which host, when, for how long
     trials.csv, best_hparams.json, best.keras   the results (see `tuning.results`)
 """
@@ -22,7 +23,6 @@ from datetime import datetime
 from pathlib import Path
 
 import keras_tuner as kt
-import numpy as np
 import tensorflow as tf
 
 from keras_attn.errors import UserError
@@ -32,9 +32,10 @@ from keras_attn.training.files import atomic_write_json, read_json
 class TrialRecorder:
     """Mixin placed before a Keras Tuner tuner class: per-trial logs, model and timing.
 
-    `run_trial` reports, with the objective, `best_val_accuracy`, `epochs`, `best_epoch`
-    and `wall_seconds` to the oracle, so they reach the chief's `trial.json` over gRPC
-    even when workers do not share the project directory.
+    `run_trial` reports, with the objective, `best_val_accuracy`, `epochs`, `best_epoch`,
+    `wall_seconds` and the stability measurements at the best epoch to the oracle, so
+    they reach the chief's `trial.json` over gRPC even when workers do not share the
+    project directory.
     """
 
     def __init__(self, *args, **kwargs):
@@ -51,8 +52,7 @@ class TrialRecorder:
     def run_trial(self, trial, *args, **kwargs):
         started = time.perf_counter()
         trial_dir = Path(self.get_trial_dir(trial.trial_id))
-        log_dir = Path(self.project_dir) / "logs" / trial.trial_id
-        shutil.rmtree(log_dir, ignore_errors=True)  # a retried trial starts its curves afresh
+        log_dir = trial_dir / "logs"  # where the trial's run writes its scalars
         write_hparams(log_dir, trial, f"{self.project_name}/{trial.trial_id}")
         record = dict(
             trial_id=trial.trial_id,
@@ -64,16 +64,13 @@ class TrialRecorder:
         )
         atomic_write_json(trial_dir / "run.json", record)
         try:
-            histories = super().run_trial(
-                trial, *args, trial_dir=trial_dir, log_dir=log_dir, **kwargs
-            )
+            results = super().run_trial(trial, *args, trial_dir=trial_dir, **kwargs)
         except BaseException as err:
             status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
             record.update(status=status, error=f"{type(err).__name__}: {err}"[:500])
             atomic_write_json(trial_dir / "run.json", record)
             raise
-        objective = self.oracle.objective
-        metrics = summarize_history(histories[0], objective.name, objective.direction)
+        metrics = dict(results[0])
         metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
         write_final_scalars(log_dir, metrics)
         record.update(
@@ -147,25 +144,6 @@ def make_tuner(
                 "--tuner bayesian needs scikit-learn: pip install -r requirements.txt"
             ) from None
     return TUNERS[kind](**options)
-
-
-def summarize_history(history, objective: str, direction: str) -> dict:
-    """The metrics of the best epoch by the objective, plus epochs and best val accuracy."""
-    logs = history.history
-    series = np.asarray(logs[objective], dtype=float)
-    if np.all(np.isnan(series)):
-        best = len(series) - 1
-    else:
-        best = int(np.nanargmax(series) if direction == "max" else np.nanargmin(series))
-    metrics = {k: float(v[best]) for k, v in logs.items() if len(v) == len(series)}
-    val_accuracy = np.asarray(logs.get("val_accuracy", []), dtype=float)
-    val_accuracy = val_accuracy[~np.isnan(val_accuracy)]
-    metrics.update(
-        best_val_accuracy=float(val_accuracy.max()) if val_accuracy.size else float("nan"),
-        best_epoch=history.epoch[best] + 1,
-        epochs=history.epoch[-1] + 1,
-    )
-    return metrics
 
 
 def write_hparams(log_dir: Path, trial, session: str) -> None:

@@ -1,139 +1,158 @@
-"""The image experiment's settings and builders, shared by train_image.py and the study.
+"""The image experiment: its spec, its data, its model, and how one run trains.
 
-`DEFAULTS` and `PRESETS` are the settings a run resolves from; `add_image_flags`
-declares the data and model flags; `image_run` names the run and its config;
-`image_model_builder` returns the function `run_training` calls to build the model.
+`ImageExperiment` declares every setting of an image run (the training ones come
+from `TrainingSpec`); `train_image.py`, `python -m tuning image` and the image
+study all build one and call `train` with it.
 """
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable
+import dataclasses
+from pathlib import Path
 
 import keras
 
-from keras_attn.cli import run_name
-from keras_attn.data.images import ImageData
+from keras_attn.data.images import SOURCES, ImageData, load_image_data
+from keras_attn.data.images import steps_per_epoch as image_steps_per_epoch
+from keras_attn.data.images import train_dataset as image_train_dataset
+from keras_attn.data.images import val_dataset as image_val_dataset
 from keras_attn.layers import attention_names
 from keras_attn.models.backbones import BACKBONES
-from keras_attn.models.image import build_image_model
-
-# Sized so the default run finishes on 2 CPU cores in about ten minutes (README).
-DEFAULTS = dict(
-    data="synthetic",
-    backbone="small_cnn",
-    attention="cbam",
-    backbone_weights="none",
-    image_size=None,
-    val_fraction=0.2,
-    dropout=0.2,
-    reduction=8,
-    kernel_size=7,
-    synthetic_per_class=400,
-    epochs=20,
-    batch_size=64,
-    optimizer="adamw",
-    lr=2e-3,
-    weight_decay=5e-4,
-    schedule="cosine",
-    warmup_epochs=1.0,
-    label_smoothing=0.1,
-    loss="crossentropy",
-    seed=0,
-    deterministic=False,
-    early_stopping=0,
-    strategy="auto",
-    steps_per_execution=1,
-    mixed_precision="auto",
-    jit_compile="auto",
-)
-# The original study: CIFAR-100, small DenseNet with a linear-attention head, 100 epochs,
-# batch 128, AdamW 3e-4, weight decay 1e-4, label smoothing 0.1, cosine, seed 42.
-PRESETS = {
-    "seed": dict(
-        backbone="densenet",
-        attention="linear",
-        image_size=32,
-        epochs=100,
-        batch_size=128,
-        optimizer="adamw",
-        lr=3e-4,
-        weight_decay=1e-4,
-        schedule="cosine",
-        warmup_epochs=0.0,
-        label_smoothing=0.1,
-        seed=42,
-    ),
-}
-# Settings that say where a run goes or how to treat an old one, not what it computes.
-NOT_IN_CONFIG = ("run_dir", "overwrite")
+from keras_attn.models.image import build_image_model, check_image_model_choices
+from keras_attn.spec import at_least, fraction, like, open_fraction, setting
+from keras_attn.training.config import TrainingSpec
+from keras_attn.training.run import run_training
 
 
-def add_image_flags(parser: argparse.ArgumentParser, variants: bool = False) -> None:
-    """The data and model flags of an image run (each defaults to None: see `DEFAULTS`).
+@dataclasses.dataclass(frozen=True)
+class ImageExperiment(TrainingSpec):
+    """Every setting of an image run. Sized so the default run finishes on 2 CPU cores
+    in about ten minutes (README)."""
 
-    With `variants`, `--attention` takes a comma-separated list (the study's grid).
+    # The original study: CIFAR-100, small DenseNet with a linear-attention head,
+    # 100 epochs, batch 128, AdamW 3e-4, weight decay 1e-4, label smoothing 0.1, seed 42.
+    PRESETS = {
+        "seed": dict(
+            backbone="densenet",
+            attention="linear",
+            image_size=32,
+            epochs=100,
+            batch_size=128,
+            optimizer="adamw",
+            lr=3e-4,
+            weight_decay=1e-4,
+            schedule="cosine",
+            warmup_epochs=0.0,
+            label_smoothing=0.1,
+            seed=42,
+        ),
+    }
+    NAME_FIELDS = ("data", "backbone", "attention")
+
+    preset: str | None = setting(None, "a named set of defaults (flags given override it)")
+    data: str = setting("synthetic", "data source", choices=SOURCES, group="data")
+    data_dir: str | None = setting(
+        None, "folder data: class-per-subfolder, optional train/ val/", group="data"
+    )
+    image_size: int | None = setting(
+        None, "side in pixels (default per data source)", check=at_least(8), group="data"
+    )
+    val_fraction: float = setting(
+        0.2, "folder without val/: held-out share", check=open_fraction, group="data"
+    )
+    synthetic_per_class: int = setting(
+        400, "synthetic train images per class", check=at_least(1), group="data"
+    )
+    backbone: str = setting("small_cnn", "the CNN", choices=BACKBONES, group="model")
+    backbone_weights: str = setting(
+        "none", "pretrained weights of the backbone", metavar="imagenet|none|PATH", group="model"
+    )
+    fine_tune: bool | None = setting(
+        None, "train a pretrained backbone too (BatchNorm stays frozen)", group="model"
+    )
+    attention: str = setting("cbam", "attention block", choices=attention_names, group="model")
+    reduction: int = setting(
+        8, "channel attention reduction ratio", check=at_least(1), group="model"
+    )
+    kernel_size: int = setting(7, "spatial attention kernel size", check=at_least(1), group="model")
+    dropout: float = setting(0.2, "dropout before the classifier", check=fraction, group="model")
+
+    epochs: int = like(TrainingSpec, "epochs", 20)
+    batch_size: int = like(TrainingSpec, "batch_size", 64)
+    lr: float = like(TrainingSpec, "lr", 2e-3)
+    weight_decay: float = like(TrainingSpec, "weight_decay", 5e-4)
+    warmup_epochs: float = like(TrainingSpec, "warmup_epochs", 1.0)
+    strategy: str = like(TrainingSpec, "strategy", "auto")
+
+    def check(self) -> None:
+        check_image_model_choices(self.backbone, self.attention, self.backbone_weights)
+
+
+def load_data(spec: ImageExperiment, split_seed: int | None = None) -> ImageData:
+    """The spec's images; folder data without val/ is split by `split_seed` (default:
+    the run's seed; the study fixes it so every seed validates on the same images)."""
+    data = load_image_data(
+        spec.data,
+        spec.data_dir,
+        spec.image_size,
+        seed=spec.seed if split_seed is None else split_seed,
+        val_fraction=spec.val_fraction,
+        train_per_class=spec.synthetic_per_class,
+    )
+    print(data.summary_line(), flush=True)
+    return data
+
+
+def resolved(spec: ImageExperiment, data: ImageData) -> ImageExperiment:
+    """The spec with what the data decided (the image size), as `config.json` records it."""
+    return spec.replace(image_size=data.image_size)
+
+
+def build_model(spec: ImageExperiment, data: ImageData) -> keras.Model:
+    """The classifier `images (B,S,S,3) -> logits (B, classes)`; call after seeding."""
+    return build_image_model(
+        len(data.class_names),
+        data.image_size,
+        backbone=spec.backbone,
+        attention=spec.attention,
+        weights=spec.backbone_weights,
+        trainable_backbone=spec.fine_tune,
+        dropout=spec.dropout,
+        seed=spec.seed,
+        attention_options=dict(reduction=spec.reduction, kernel_size=spec.kernel_size),
+    )
+
+
+def default_run_dir(spec: ImageExperiment) -> Path:
+    return Path(spec.run_dir or Path("runs", "image", spec.run_name()))
+
+
+def train(
+    spec: ImageExperiment,
+    data: ImageData | None = None,
+    run_dir: str | Path | None = None,
+    **trainer_options,
+) -> dict:
+    """Trains (or resumes, or reports) one image run; returns its summary.
+
+    `data` defaults to `load_data(spec)`; `run_dir` to `--run-dir`, else a name from
+    the resolved config. `trainer_options` go to `run_training` (callbacks, a model
+    built by the tuner, progress bar).
     """
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="a named set of defaults")
-    data = parser.add_argument_group("data")
-    data.add_argument("--data", choices=("synthetic", "folder", "cifar10", "cifar100"))
-    data.add_argument("--data-dir", help="folder data: class-per-subfolder, optional train/ val/")
-    data.add_argument("--image-size", type=int, help="side in pixels (default per data source)")
-    data.add_argument("--val-fraction", type=float, help="folder without val/: held-out share")
-    data.add_argument("--synthetic-per-class", type=int, help="synthetic train images per class")
-    model = parser.add_argument_group("model")
-    model.add_argument("--backbone", choices=BACKBONES)
-    model.add_argument("--backbone-weights", metavar="imagenet|none|PATH")
-    model.add_argument(
-        "--fine-tune",
-        action="store_true",
-        default=None,
-        help="train a pretrained backbone too (BatchNorm stays frozen)",
-    )
-    model.add_argument(
-        "--attention",
-        metavar="|".join(attention_names()),
-        help="comma-separated variants" if variants else None,
-    )
-    model.add_argument("--reduction", type=int, help="channel attention reduction ratio")
-    model.add_argument("--kernel-size", type=int, help="spatial attention kernel size")
-    model.add_argument("--dropout", type=float, help="before the classifier")
-
-
-def image_run(settings: dict, data: ImageData) -> tuple[dict, str]:
-    """The run's config (what `config.json` holds) and its default directory name."""
-    config = {k: v for k, v in settings.items() if k not in NOT_IN_CONFIG}
-    config["image_size"] = data.image_size
-    prefix = f"{settings['data']}-{settings['backbone']}-{settings['attention']}"
-    return config, run_name(f"{prefix}-seed{settings['seed']}", config)
-
-
-def image_model_builder(settings: dict, data: ImageData) -> Callable[[], keras.Model]:
-    """The function that builds the run's model (called by `run_training` after seeding)."""
-
-    def build_model() -> keras.Model:
-        return build_image_model(
-            len(data.class_names),
-            data.image_size,
-            backbone=settings["backbone"],
-            attention=settings["attention"],
-            weights=settings["backbone_weights"],
-            trainable_backbone=settings["fine_tune"],
-            dropout=settings["dropout"],
-            seed=settings["seed"],
-            attention_options=dict(
-                reduction=settings["reduction"], kernel_size=settings["kernel_size"]
-            ),
-        )
-
-    return build_model
-
-
-def image_summary(data: ImageData) -> dict:
-    """What `summary.json` records about the data."""
-    return dict(
-        class_names=data.class_names,
-        num_train=len(data.train_labels),
-        num_val=len(data.val_labels),
-        skipped_files=data.skipped_files,
+    data = data or load_data(spec)
+    spec = resolved(spec, data)
+    return run_training(
+        lambda: build_model(spec, data),
+        lambda start, end: image_train_dataset(data, spec.batch_size, spec.seed, start, end),
+        image_val_dataset(data, spec.batch_size),
+        image_steps_per_epoch(data, spec.batch_size),
+        spec,
+        Path(run_dir) if run_dir else default_run_dir(spec),
+        summary_extra=dict(
+            class_names=data.class_names,
+            num_train=len(data.train_labels),
+            num_val=len(data.val_labels),
+            skipped_files=data.skipped_files,
+        ),
+        **trainer_options,
     )

@@ -1,24 +1,25 @@
-"""From a WLASL index to training inputs: scan clips, build the frozen encoder, cache features.
+"""The video experiment: its spec, from a WLASL index to frozen features, its model, a run.
 
-The training script, the tuner and the study all call `prepare_video_inputs`;
-the frozen encoder's features are computed once per clip and cached on disk, so
-every later epoch, trial and seed trains only the temporal head.
+`VideoExperiment` declares every setting of a video run; `train_video.py`,
+`python -m tuning video` and the video study build one and call `train`. The frozen
+encoder's features are computed once per clip and cached on disk
+(`prepare_video_inputs`), so every later epoch, trial and seed trains only the
+temporal head.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_attn.cli import run_name
 from keras_attn.data.features import DETERMINISTIC_MODES, FeatureCache, feature_dataset
 from keras_attn.data.synthetic_video import ensure_synthetic_videos
 from keras_attn.data.video import SAMPLING_MODES, clip_dataset, read_clip_frames, scan_clips
@@ -33,108 +34,101 @@ from keras_attn.models.video import (
     build_video_model,
     calibrate_batchnorm,
 )
+from keras_attn.spec import at_least, fraction, like, non_negative, setting
+from keras_attn.training.config import TrainingSpec
+from keras_attn.training.run import run_training
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_CLIPS = 16
 FRAME_RANGES = ("sign", "clip")
-
-# The original study's video settings: 8 frames, 10 glosses, batch 4, AdamW 1e-3, 20 epochs.
-DEFAULTS = dict(
-    data_dir=None,
-    synthetic_clips_per_class=100,
-    val_split="test",
-    limit_classes=10,
-    class_order="frequency",
-    num_frames=8,
-    sampling="uniform",
-    frame_range="sign",
-    crop_bbox=False,
-    image_size=None,
-    backbone="mobilenet_v2",
-    backbone_weights="auto",
-    feature_cache="on",
-    cache_dir=None,
-    temporal="tcn",
-    temporal_pool="attention",
-    frame_attention="none",
-    width=128,
-    dropout=0.5,
-    epochs=20,
-    batch_size=4,
-    optimizer="adamw",
-    lr=1e-3,
-    weight_decay=1e-4,
-    schedule="cosine",
-    warmup_epochs=0.0,
-    label_smoothing=0.0,
-    loss="crossentropy",
-    seed=0,
-    deterministic=False,
-    early_stopping=0,
-    strategy="auto",
-    # The head on cached features is tiny: per-step Python overhead would dominate.
-    steps_per_execution=32,
-    mixed_precision="auto",
-    jit_compile="auto",
-)
-# Settings that say where a run goes or how to treat an old one, not what it computes.
-NOT_IN_CONFIG = ("run_dir", "overwrite", "cache_dir")
+TEMPORAL_POOLS = ("attention", "avg", "max", "last")
 
 
-def add_video_flags(parser: argparse.ArgumentParser, variants: bool = False) -> None:
-    """The data and model flags of a video run (each defaults to None: see `DEFAULTS`).
+@dataclasses.dataclass(frozen=True)
+class VideoExperiment(TrainingSpec):
+    """Every setting of a video run. The defaults are the original study's video
+    settings: 8 frames, 10 glosses, batch 4, AdamW 1e-3, 20 epochs."""
 
-    With `variants`, `--temporal` takes a comma-separated list (the study's grid).
-    """
-    data_flags = parser.add_argument_group("data")
-    data_flags.add_argument(
-        "--data-dir", help="WLASL folder: index file + videos/ (default: synthetic)"
+    NAME_FIELDS = ("data_name", "temporal")
+
+    data_dir: str | None = setting(
+        None, "WLASL folder: index file + videos/ (default: synthetic)", group="data"
     )
-    data_flags.add_argument("--synthetic-clips-per-class", type=int, help="synthetic set size")
-    data_flags.add_argument("--val-split", choices=("val", "test"), help="validate on this split")
-    data_flags.add_argument(
-        "--limit-classes", type=int, metavar="N", help="keep N glosses (0: all)"
+    synthetic_clips_per_class: int = setting(
+        100, "synthetic set size", check=at_least(1), group="data"
     )
-    data_flags.add_argument("--class-order", choices=("frequency", "alphabetical"))
-    data_flags.add_argument("--num-frames", type=int, help="frames sampled per clip")
-    data_flags.add_argument(
-        "--sampling", choices=SAMPLING_MODES, help="where in the sign to sample"
+    val_split: str = setting(
+        "test", "validate on this split", choices=("val", "test"), group="data"
     )
-    data_flags.add_argument(
-        "--crop-bbox", action="store_true", default=None, help="crop each frame to the signer's box"
+    limit_classes: int = setting(
+        10, "keep N glosses (0: all)", metavar="N", check=non_negative, group="data"
     )
-    data_flags.add_argument(
-        "--frame-range",
+    class_order: str = setting(
+        "frequency",
+        "which glosses --limit-classes keeps",
+        choices=("frequency", "alphabetical"),
+        group="data",
+    )
+    num_frames: int = setting(8, "frames sampled per clip", check=at_least(1), group="data")
+    sampling: str = setting(
+        "uniform", "where in the sign to sample", choices=SAMPLING_MODES, group="data"
+    )
+    frame_range: str = setting(
+        "sign",
+        "sample within the annotated sign, or over the whole clip (lead-in and tail too)",
         choices=FRAME_RANGES,
-        help="sample within the annotated sign, or over the whole clip (lead-in and tail too)",
+        group="data",
     )
-    data_flags.add_argument("--image-size", type=int, help="frame side (default 96 synthetic, 224)")
-    model_flags = parser.add_argument_group("model")
-    model_flags.add_argument("--backbone", choices=PRETRAINABLE, help="frozen frame encoder")
-    model_flags.add_argument("--backbone-weights", metavar="auto|imagenet|none|PATH")
-    model_flags.add_argument(
-        "--feature-cache", choices=("on", "off"), help="off: run the frozen encoder on every batch"
+    crop_bbox: bool = setting(False, "crop each frame to the signer's box", group="data")
+    image_size: int | None = setting(
+        None, "frame side (default 96 synthetic, 224)", check=at_least(8), group="data"
     )
-    model_flags.add_argument(
-        "--cache-dir", help="feature cache folder (default data/cache/features)"
+    backbone: str = setting(
+        "mobilenet_v2", "frozen frame encoder", choices=PRETRAINABLE, group="model"
     )
-    if variants:
-        model_flags.add_argument(
-            "--temporal", metavar="|".join(temporal_names()), help="comma-separated variants"
-        )
-    else:
-        model_flags.add_argument("--temporal", choices=temporal_names())
-    model_flags.add_argument(
-        "--temporal-pool", choices=("attention", "avg", "max", "last"), help="how tcn pools frames"
+    backbone_weights: str = setting(
+        "auto", "the encoder's weights", metavar="auto|imagenet|none|PATH", group="model"
     )
-    model_flags.add_argument(
-        "--frame-attention",
+    feature_cache: str = setting(
+        "on", "off: run the frozen encoder on every batch", choices=("on", "off"), group="model"
+    )
+    cache_dir: str | None = setting(
+        None, "feature cache folder (default data/cache/features)", group="model", in_config=False
+    )
+    temporal: str = setting("tcn", "temporal module", choices=temporal_names, group="model")
+    temporal_pool: str = setting(
+        "attention", "how tcn pools frames", choices=TEMPORAL_POOLS, group="model"
+    )
+    frame_attention: str = setting(
+        "none",
+        "spatial attention on each frame's feature map",
         choices=FRAME_ATTENTION,
-        help="spatial attention on each frame's feature map",
+        group="model",
     )
-    model_flags.add_argument("--width", type=int, help="per-frame projection and TCN width")
-    model_flags.add_argument("--dropout", type=float)
+    width: int = setting(
+        128, "per-frame projection and TCN width", check=at_least(1), group="model"
+    )
+    tcn_kernel: int = setting(3, "TCN kernel size", check=at_least(1), group="model")
+    tcn_levels: int = setting(
+        3, "TCN blocks, dilations 1, 2, ..., 2^(levels-1)", check=at_least(1), group="model"
+    )
+    dropout: float = setting(0.5, "dropout before the classifier", check=fraction, group="model")
+
+    batch_size: int = like(TrainingSpec, "batch_size", 4)
+    epochs: int = like(TrainingSpec, "epochs", 20)
+    lr: float = like(TrainingSpec, "lr", 1e-3)
+    label_smoothing: float = like(TrainingSpec, "label_smoothing", 0.0)
+    strategy: str = like(TrainingSpec, "strategy", "auto")
+    # The head on cached features is tiny: per-step Python overhead would dominate.
+    steps_per_execution: int = like(TrainingSpec, "steps_per_execution", 32)
+
+    @property
+    def data_name(self) -> str:
+        return os.path.basename(str(self.data_dir)) if self.data_dir else "synthetic"
+
+    def resolved_image_size(self) -> int:
+        return self.image_size or (224 if self.data_dir else 96)
 
 
 @dataclasses.dataclass
@@ -147,67 +141,90 @@ class VideoData:
     image_size: int
 
 
-def load_video_data(settings: dict) -> VideoData:
+def load_video_data(spec: VideoExperiment) -> VideoData:
     """The index (the synthetic set unless `data_dir`), scanned clips and frozen features.
 
     With `frame_range` "clip" the frames are sampled over whole files; the returned
     index keeps the annotated ranges.
     """
-    if settings["num_frames"] < 1:
-        raise UserError("--num-frames must be at least 1")
-    data_dir = settings["data_dir"] or ensure_synthetic_videos(
-        clips_per_class=settings["synthetic_clips_per_class"]
+    data_dir = spec.data_dir or ensure_synthetic_videos(
+        clips_per_class=spec.synthetic_clips_per_class
     )
-    image_size = settings["image_size"] or (224 if settings["data_dir"] else 96)
-    index = load_wlasl(
-        data_dir, settings["val_split"], settings["limit_classes"] or None, settings["class_order"]
-    )
+    image_size = spec.resolved_image_size()
+    index = load_wlasl(data_dir, spec.val_split, spec.limit_classes or None, spec.class_order)
     print(index.summary_line())
     inputs = prepare_video_inputs(
-        index.over_whole_clips() if settings["frame_range"] == "clip" else index,
-        settings["num_frames"],
-        settings["sampling"],
+        index.over_whole_clips() if spec.frame_range == "clip" else index,
+        spec.num_frames,
+        spec.sampling,
         image_size,
-        settings["backbone"],
-        settings["backbone_weights"],
-        feature_maps=settings["frame_attention"] != "none",
-        crop_bbox=settings["crop_bbox"],
-        feature_cache=settings["feature_cache"] == "on",
-        cache_dir=settings["cache_dir"],
-        batch_size=settings["batch_size"],
-        seed=settings["seed"],
+        spec.backbone,
+        spec.backbone_weights,
+        feature_maps=spec.frame_attention != "none",
+        crop_bbox=spec.crop_bbox,
+        feature_cache=spec.feature_cache == "on",
+        cache_dir=spec.cache_dir,
+        batch_size=spec.batch_size,
+        seed=spec.seed,
     )
     return VideoData(index, inputs, str(data_dir), image_size)
 
 
-def video_run(settings: dict, data_dir, image_size: int) -> tuple[dict, str]:
-    """The run's config (what `config.json` holds) and its default directory name."""
-    config = {k: v for k, v in settings.items() if k not in NOT_IN_CONFIG}
-    config.update(data_dir=str(data_dir), image_size=image_size)
-    prefix = f"{os.path.basename(str(data_dir))}-{settings['temporal']}-seed{settings['seed']}"
-    return config, run_name(prefix, config)
+def resolved(spec: VideoExperiment, data: VideoData) -> VideoExperiment:
+    """The spec with what the data decided (its folder, the frame size), as `config.json`
+    records it."""
+    return spec.replace(data_dir=data.data_dir, image_size=data.image_size)
 
 
-def video_model_builder(
-    settings: dict, inputs: VideoInputs, num_classes: int
-) -> Callable[[], keras.Model]:
-    """The function that builds the run's model (called by `run_training` after seeding)."""
+def build_model(spec: VideoExperiment, data: VideoData) -> keras.Model:
+    """The model on what `data.inputs` yields: `[x (B,T,...), mask (B,T)] -> logits`."""
+    head = build_video_head(
+        data.inputs.feature_shape,
+        spec.num_frames,
+        len(data.index.class_names),
+        temporal=spec.temporal,
+        frame_attention=spec.frame_attention,
+        width=spec.width,
+        dropout=spec.dropout,
+        seed=spec.seed,
+        temporal_options=dict(
+            filters=spec.width,
+            pool=spec.temporal_pool,
+            kernel_size=spec.tcn_kernel,
+            dilations=tuple(2**i for i in range(spec.tcn_levels)),
+        ),
+    )
+    return data.inputs.wrap_head(head)
 
-    def build_model() -> keras.Model:
-        head = build_video_head(
-            inputs.feature_shape,
-            settings["num_frames"],
-            num_classes,
-            temporal=settings["temporal"],
-            frame_attention=settings["frame_attention"],
-            width=settings["width"],
-            dropout=settings["dropout"],
-            seed=settings["seed"],
-            temporal_options=dict(filters=settings["width"], pool=settings["temporal_pool"]),
-        )
-        return inputs.wrap_head(head)
 
-    return build_model
+def default_run_dir(spec: VideoExperiment) -> Path:
+    return Path(spec.run_dir or Path("runs", "video", spec.run_name()))
+
+
+def train(
+    spec: VideoExperiment,
+    data: VideoData | None = None,
+    run_dir: str | Path | None = None,
+    **trainer_options,
+) -> dict:
+    """Trains (or resumes, or reports) one video run; returns its summary.
+
+    `data` defaults to `load_video_data(spec)` (prepared for another seed, its training
+    order follows `spec.seed`); `trainer_options` go to `run_training`.
+    """
+    data = data or load_video_data(spec)
+    spec = resolved(spec, data)
+    inputs = data.inputs.with_seed(spec.seed)
+    return run_training(
+        lambda: build_model(spec, data),
+        inputs.train,
+        inputs.val,
+        inputs.steps_per_epoch,
+        spec,
+        Path(run_dir) if run_dir else default_run_dir(spec),
+        summary_extra=dict(class_names=data.index.class_names, **data.inputs.summary),
+        **trainer_options,
+    )
 
 
 @dataclasses.dataclass

@@ -17,16 +17,19 @@ filesystem they all see; the chief writes the report when the grid is done.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import shlex
 import sys
 from pathlib import Path
 
-from keras_attn.cli import Parser, add_training_flags, main_guard, resolve, show_defaults
+from keras_attn.cli import Parser, main_guard
 from keras_attn.errors import UserError
-from keras_attn.experiments import image as image_experiment
 from keras_attn.experiments import video as video_experiment
+from keras_attn.experiments.image import ImageExperiment
+from keras_attn.experiments.video import VideoExperiment
+from keras_attn.spec import Spec, at_least, non_negative, setting
 from keras_attn.study import image as image_study
 from keras_attn.study import video as video_study
 from keras_attn.study.distributed import run_distributed_grid
@@ -35,47 +38,63 @@ from keras_attn.study.report import write_report
 from keras_attn.training.files import read_json
 from keras_attn.tuner_cluster import check_port_free, distributed_role
 
-# The default image study is sized to finish on 2 CPU cores in under an hour (README):
-# 48 px and batch 32 buy the optimizer steps that the cluttered shapes need. `linear`
-# (self-attention over every stage's pixels) costs about twice a CBAM run: opt in.
-IMAGE_DEFAULTS = {
-    **image_experiment.DEFAULTS,
-    "attention": "none,channel,spatial,cbam",
-    "image_size": 48,
-    "synthetic_per_class": 200,
-    "batch_size": 32,
-    "epochs": 25,
-    "seeds": 3,
+
+@dataclasses.dataclass(frozen=True)
+class StudySettings(Spec):
+    """What a study adds to its experiment's settings."""
+
+    seeds: int = setting(3, "seeds per variant: --seed, --seed + 1, ...", check=at_least(1))
+    out: str | None = setting(None, "study folder (default runs/study/<kind>)")
+    focus_images: int = setting(16, "images: fixed val images scored for focus", check=non_negative)
+    focus_every: int = setting(5, "images: log overlay images every N epochs", check=at_least(1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """One kind of study: its experiment, the setting it varies and the study's defaults."""
+
+    spec: type
+    varied: str
+    baseline: str
+    defaults: dict  # the study's own defaults of experiment settings, variants included
+    seeds: int
+
+
+KINDS = {
+    # Sized to finish on 2 CPU cores in under an hour (README): 48 px and batch 32 buy the
+    # optimizer steps that the cluttered shapes need. `linear` (self-attention over every
+    # stage's pixels) costs about twice a CBAM run: opt in.
+    "image": Kind(
+        ImageExperiment,
+        "attention",
+        "none",
+        dict(
+            attention="none,channel,spatial,cbam",
+            image_size=48,
+            synthetic_per_class=200,
+            batch_size=32,
+            epochs=25,
+        ),
+        seeds=3,
+    ),
+    "video": Kind(
+        VideoExperiment,
+        "temporal",
+        "avg",
+        # Sample lead-in and tail too, so temporal focus can be scored.
+        dict(temporal="avg,tcn,transformer", frame_range="clip"),
+        seeds=5,
+    ),
 }
-VIDEO_DEFAULTS = {
-    **video_experiment.DEFAULTS,
-    "temporal": "avg,tcn,transformer",
-    "frame_range": "clip",  # sample lead-in and tail too, so temporal focus can be scored
-    "seeds": 5,
-}
-BASELINES = {"image": "none", "video": "avg"}
-VARIED = {"image": "attention", "video": "temporal"}
 
 parser = Parser(prog="python -m keras_attn.study", description=__doc__.split("\n\n")[0])
 kinds = parser.add_subparsers(dest="kind", required=True, metavar="image|video")
-for kind, defaults in (("image", IMAGE_DEFAULTS), ("video", VIDEO_DEFAULTS)):
-    sub = kinds.add_parser(kind, help=f"the {kind} study")
-    if kind == "image":
-        image_experiment.add_image_flags(sub, variants=True)
-    else:
-        video_experiment.add_video_flags(sub, variants=True)
-    add_training_flags(sub)
-    study_flags = sub.add_argument_group("study")
-    study_flags.add_argument("--seeds", type=int, help="seeds per variant: --seed, --seed + 1, ...")
-    study_flags.add_argument("--out", help=f"study folder (default runs/study/{kind})")
-    if kind == "image":
-        study_flags.add_argument(
-            "--focus-images", type=int, default=16, help="fixed val images scored for focus"
-        )
-        study_flags.add_argument(
-            "--focus-every", type=int, default=5, help="log overlay images every N epochs"
-        )
-    show_defaults(sub, defaults)
+for name, kind in KINDS.items():
+    sub = kinds.add_parser(name, help=f"the {name} study")
+    kind.spec.add_flags(
+        sub, lists=(kind.varied,), defaults=kind.defaults, skip=("run_dir", "overwrite")
+    )
+    StudySettings.add_flags(sub, config_flags=False, defaults=dict(seeds=kind.seeds))
 
 
 def variants_of(value: str, baseline: str) -> list[str]:
@@ -116,52 +135,55 @@ def other_study(out: Path, kind: str):
 
 def main():
     args = parser.parse_args()
-    kind = args.kind
-    defaults = IMAGE_DEFAULTS if kind == "image" else VIDEO_DEFAULTS
-    preset = image_experiment.PRESETS.get(getattr(args, "preset", None), {})
-    settings = resolve(args, preset, defaults)
-    variants = variants_of(settings.pop(VARIED[kind]), BASELINES[kind])
-    if settings["seeds"] < 1:
-        raise UserError("--seeds must be at least 1")
-    seeds = list(range(settings["seed"], settings["seed"] + settings.pop("seeds")))
-    out = Path(settings.pop("out") or os.path.join("runs", "study", kind))
-    for key in ("kind", "run_dir", "overwrite", "focus_images", "focus_every"):
-        settings.pop(key, None)
+    kind = KINDS[args.kind]
+    study = StudySettings.from_args(args, overrides=dict(seeds=kind.seeds))
+    variants = variants_of(getattr(args, kind.varied) or kind.defaults[kind.varied], kind.baseline)
+    setattr(args, kind.varied, None)
+    defaults = {k: v for k, v in kind.defaults.items() if k != kind.varied}
+    base = kind.spec.from_args(args, overrides=defaults, **{kind.varied: kind.baseline})
+    for variant in variants:  # every cell's settings are checked before any data loads
+        base.replace(**{kind.varied: variant})
+    if args.print_config:
+        print(base.config_json())
+        return
+    seeds = list(range(base.seed, base.seed + study.seeds))
+    out = Path(study.out or os.path.join("runs", "study", args.kind))
     role, ip, port = distributed_role()
     if role == "chief":
         check_port_free(ip, port)
 
-    if kind == "image":
-        image_study.check_variants(variants, settings)
-        data = image_study.load_study_images(settings)
-        run_one = image_study.image_runner(settings, data, args.focus_images, args.focus_every)
+    if args.kind == "image":
+        data = image_study.load_study_images(base)
+        run_one = image_study.image_runner(base, data, study.focus_images, study.focus_every)
         data_line = data.summary_line()
+        class_names = data.class_names
         extra = {}
     else:
-        video_study.check_variants(variants)
-        data = video_experiment.load_video_data(settings)
-        run_one = video_study.video_runner(settings, data)
-        where_sampled = "whole clip" if settings["frame_range"] == "clip" else "annotated sign"
-        source = "" if settings["data_dir"] else "synthetic sign clips, "
+        data = video_experiment.load_video_data(base)
+        run_one = video_study.video_runner(base, data)
+        where_sampled = "whole clip" if base.frame_range == "clip" else "annotated sign"
+        source = "" if base.data_dir else "synthetic sign clips, "
         data_line = (
-            f"{source}{data.index.summary_line()}; {settings['num_frames']} frames per clip "
+            f"{source}{data.index.summary_line()}; {base.num_frames} frames per clip "
             f"sampled over the {where_sampled}"
         )
+        class_names = data.index.class_names
         extra = {"frozen_backbone_is_random": data.inputs.summary["frozen_backbone_is_random"]}
+    config = {k: v for k, v in base.config().items() if k != kind.varied}
 
     meta = dict(
-        kind=kind,
-        baseline=BASELINES[kind],
+        kind=args.kind,
+        baseline=kind.baseline,
         command=shlex.join(["python", "-m", "keras_attn.study", *sys.argv[1:]]),
-        config={**settings, **extra},
+        config={**config, **extra},
         versions=software_versions(),
         data=data_line,
-        chance=1.0 / len(data.class_names if kind == "image" else data.index.class_names),
+        chance=1.0 / len(class_names),
         out=str(out),
     )
     out.mkdir(parents=True, exist_ok=True)
     if role != "worker":
-        write_study_file(out, dict(kind=kind, variants=variants, seeds=seeds, meta=meta))
+        write_study_file(out, dict(kind=args.kind, variants=variants, seeds=seeds, meta=meta))
     if role == "single":
         run_grid(out, variants, seeds, run_one)
     else:
@@ -170,7 +192,7 @@ def main():
             return  # the chief writes the report
     curves, runs = collect(out, variants, seeds)
     write_tables(out, curves, runs)
-    report = write_report(curves, runs, meta, out, other=other_study(out, kind))
+    report = write_report(curves, runs, meta, out, other=other_study(out, args.kind))
     counts = runs["status"].value_counts()
     print(
         f"[study] {counts.get('completed', 0)} of {len(runs)} runs completed, "
@@ -178,5 +200,9 @@ def main():
     )
 
 
-if __name__ == "__main__":
+def cli():
     main_guard(main, prog=parser.prog)
+
+
+if __name__ == "__main__":
+    cli()

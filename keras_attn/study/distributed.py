@@ -16,7 +16,7 @@ from pathlib import Path
 
 import keras_tuner as kt
 
-from keras_attn.study.grid import run_dir_for
+from keras_attn.study.grid import free_memory, run_dir_for
 from keras_attn.training.run import TrainingDiverged
 
 
@@ -58,6 +58,7 @@ class GridTuner(kt.Tuner):
             # The run directory says "diverged"; the grid counts it and goes on.
             print(f"[study] {variant} seed {seed} failed: {err}", flush=True)
             summary = {}
+        free_memory()
         self.cells_run.append((variant, seed))
         return {"best_val_accuracy": float(summary.get("best_val_accuracy") or 0.0)}
 

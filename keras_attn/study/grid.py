@@ -8,10 +8,12 @@ grid goes on.
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import keras
 import pandas as pd
 
 from keras_attn.training.files import atomic_write_json, atomic_write_text, read_json
@@ -63,7 +65,14 @@ def run_grid(
             # summary.json already says "diverged"; the study counts it and goes on.
             print(f"[study] {variant} seed {seed} failed: {err}", flush=True)
             counts["failed"] += 1
+        free_memory()
     return counts
+
+
+def free_memory() -> None:
+    """What Keras Tuner does between trials: drop the finished run's graph and model."""
+    keras.backend.clear_session()
+    gc.collect()
 
 
 def collect(

@@ -12,13 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_attn.cli import train_config
 from keras_attn.data.wlasl import WlaslIndex
-from keras_attn.errors import UserError
-from keras_attn.experiments.video import VideoData, video_model_builder, video_run
-from keras_attn.layers import temporal_names
+from keras_attn.experiments import video as video_experiment
+from keras_attn.experiments.video import VideoData, VideoExperiment
 from keras_attn.study.focus import TemporalFocus
-from keras_attn.training.run import run_training
 
 
 def in_sign_frames(val_clips: dict, sign_index: WlaslIndex) -> np.ndarray:
@@ -36,27 +33,23 @@ def in_sign_frames(val_clips: dict, sign_index: WlaslIndex) -> np.ndarray:
     return np.asarray(rows, dtype=bool).reshape(val_clips["mask"].shape)
 
 
-def temporal_focus_frames(data: VideoData, settings: dict) -> np.ndarray | None:
+def temporal_focus_frames(data: VideoData, spec: VideoExperiment) -> np.ndarray | None:
     """The in-sign mask of the validation frames, or None when focus cannot be scored
     (features not cached, or frame attention on feature maps)."""
-    if data.inputs.val_clips is None or settings["frame_attention"] != "none":
+    if data.inputs.val_clips is None or spec.frame_attention != "none":
         return None
     return in_sign_frames(data.inputs.val_clips, data.index)
 
 
-def video_runner(settings: dict, data: VideoData):
-    """`run_one(variant, seed, run_dir)` for the grid: one video run under `settings`."""
-    index, inputs = data.index, data.inputs
-    in_sign = temporal_focus_frames(data, settings)
+def video_runner(base: VideoExperiment, data: VideoData):
+    """`run_one(variant, seed, run_dir)` for the grid: one video run of `base` with that
+    temporal module and seed."""
+    in_sign = temporal_focus_frames(data, base)
 
     def run_one(variant: str, seed: int, run_dir: Path) -> dict:
-        run_settings = {**settings, "temporal": variant, "seed": seed}
-        cfg = train_config(run_settings)
-        config, _ = video_run(run_settings, data.data_dir, data.image_size)
-        seeded = inputs.with_seed(seed)
         measures = []
         if in_sign is not None:
-            clips = inputs.val_clips
+            clips = data.inputs.val_clips
             measures.append(
                 TemporalFocus(
                     clips["features"],
@@ -65,25 +58,12 @@ def video_runner(settings: dict, data: VideoData):
                     npz_path=run_dir / "temporal_weights.npz",
                 )
             )
-        return run_training(
-            video_model_builder(run_settings, seeded, len(index.class_names)),
-            seeded.train,
-            seeded.val,
-            seeded.steps_per_epoch,
-            cfg,
+        return video_experiment.train(
+            base.replace(temporal=variant, seed=seed),
+            data,
             run_dir,
-            config,
-            summary_extra=dict(class_names=index.class_names, **inputs.summary),
             measure_callbacks=measures,
             progress_bar=False,
         )
 
     return run_one
-
-
-def check_variants(variants) -> None:
-    for variant in variants:
-        if variant not in temporal_names():
-            raise UserError(
-                f"unknown temporal module '{variant}'; valid: {', '.join(temporal_names())}"
-            )

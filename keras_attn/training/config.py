@@ -1,79 +1,83 @@
-"""The training settings shared by the image and video experiments, the tuner and the study."""
+"""The training settings every experiment spec shares (and the trainer reads).
+
+`TrainingSpec` declares the optimisation, precision and run-directory settings once;
+`ImageExperiment` and `VideoExperiment` extend it with their data and model settings
+and give some of these their own defaults (`like`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
+from keras_attn.spec import Spec, at_least, fraction, non_negative, positive, setting
+from keras_attn.training.distribute import STRATEGIES
+
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "step", "constant")
 LOSSES = ("crossentropy", "focal")
+AUTO_ON_OFF = ("auto", "on", "off")
 
 
-@dataclasses.dataclass
-class TrainConfig:
+@dataclasses.dataclass(frozen=True)
+class TrainingSpec(Spec):
     """Optimisation settings of one run; everything a run directory's resume depends on.
 
-    The defaults are the original study's image settings (AdamW 3e-4, weight
-    decay 1e-4, label smoothing 0.1, cosine schedule, seed 42 via `--preset seed`).
+    The defaults are the original study's image settings (AdamW 3e-4, weight decay
+    1e-4, label smoothing 0.1, cosine schedule); each experiment sets its own.
     """
 
-    epochs: int = 100
-    batch_size: int = 128
-    optimizer: str = "adamw"
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    momentum: float = 0.9  # SGD only
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0  # capped at half the run
-    step_epochs: int = 30  # "step" schedule: multiply by step_gamma every step_epochs
-    step_gamma: float = 0.1
-    label_smoothing: float = 0.1
-    loss: str = "crossentropy"
-    focal_gamma: float = 2.0
-    seed: int = 0
-    deterministic: bool = False
-    early_stopping: int = 0  # patience in epochs on val_accuracy; 0 = off
-    # Training steps per call into TensorFlow: >1 cuts Keras' per-step Python overhead,
-    # which dominates small models (the video head on cached features).
-    steps_per_execution: int = 1
-    jit_compile: str = "auto"  # auto | on | off: XLA; auto = on with a GPU
-    mixed_precision: str = "auto"  # auto | on | off: float16 compute; auto = on with a GPU
-    strategy: str = "none"  # auto | mirrored | none, see training/distribute.py
+    epochs: int = setting(100, "epochs to train", check=at_least(1))
+    batch_size: int = setting(128, "examples per training step", check=at_least(1))
+    optimizer: str = setting("adamw", "optimizer", choices=OPTIMIZERS)
+    lr: float = setting(3e-4, "peak learning rate", check=positive)
+    weight_decay: float = setting(
+        1e-4, "decoupled weight decay; not on biases or norms", check=non_negative
+    )
+    momentum: float = setting(0.9, "SGD's Nesterov momentum", check=fraction)
+    schedule: str = setting("cosine", "learning-rate schedule", choices=SCHEDULES)
+    warmup_epochs: float = setting(
+        0.0, "linear warmup before the cosine decay (capped at half the run)", check=non_negative
+    )
+    step_epochs: int = setting(
+        30, "step schedule: multiply the rate by --step-gamma every N epochs", check=at_least(1)
+    )
+    step_gamma: float = setting(0.1, "step schedule: the factor", check=positive)
+    label_smoothing: float = setting(0.1, "label smoothing of the targets", check=fraction)
+    loss: str = setting("crossentropy", "loss", choices=LOSSES)
+    focal_gamma: float = setting(2.0, "focal loss: the focusing exponent", check=non_negative)
+    seed: int = setting(0, "data order, augmentation and initial weights")
+    deterministic: bool = setting(False, "turn on TensorFlow op determinism (slower)")
+    early_stopping: int = setting(
+        0,
+        "stop after N epochs without a better val accuracy (0: off)",
+        metavar="N",
+        check=non_negative,
+    )
+    strategy: str = setting(
+        "none", "mirrored: data-parallel over this machine's GPUs", choices=STRATEGIES
+    )
+    # >1 cuts Keras' per-step Python overhead, which dominates small models.
+    steps_per_execution: int = setting(
+        1,
+        "training steps per call into TensorFlow (less Python overhead per step)",
+        metavar="N",
+        check=at_least(1),
+    )
+    mixed_precision: str = setting(
+        "auto", "float16 compute, float32 weights; auto: on with a GPU", choices=AUTO_ON_OFF
+    )
+    jit_compile: str = setting("auto", "XLA; auto: on with a GPU", choices=AUTO_ON_OFF)
+    run_dir: str | None = setting(
+        None,
+        "where the run's files go (default: runs/<kind>/<name>)",
+        group="run",
+        in_config=False,
+    )
+    overwrite: bool = setting(
+        False,
+        "replace an existing run directory instead of resuming it",
+        group="run",
+        in_config=False,
+    )
 
-    def validate(self) -> None:
-        """Raises ValueError with one line for the first setting that cannot work."""
-        checks = [
-            (self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})"),
-            (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),
-            (self.lr > 0, f"--lr must be positive (got {self.lr})"),
-            (self.weight_decay >= 0, f"--weight-decay must be >= 0 (got {self.weight_decay})"),
-            (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
-            (self.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
-            (
-                self.optimizer in OPTIMIZERS,
-                f"unknown optimizer '{self.optimizer}'; valid: " + ", ".join(OPTIMIZERS),
-            ),
-            (
-                self.schedule in SCHEDULES,
-                f"unknown schedule '{self.schedule}'; valid: " + ", ".join(SCHEDULES),
-            ),
-            (self.loss in LOSSES, f"unknown loss '{self.loss}'; valid: " + ", ".join(LOSSES)),
-            (self.early_stopping >= 0, "--early-stopping must be >= 0"),
-            (self.step_epochs >= 1, "--step-epochs must be at least 1"),
-            (self.steps_per_execution >= 1, "--steps-per-execution must be at least 1"),
-            (self.jit_compile in ("auto", "on", "off"), "--jit-compile must be auto, on or off"),
-            (
-                self.mixed_precision in ("auto", "on", "off"),
-                "--mixed-precision must be auto, on or off",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]

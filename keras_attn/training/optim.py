@@ -1,13 +1,13 @@
-"""Optimizer, learning-rate schedule and loss from a TrainConfig."""
+"""Optimizer, learning-rate schedule and loss from a TrainingSpec."""
 
 from __future__ import annotations
 
 import keras
 
-from keras_attn.training.config import TrainConfig
+from keras_attn.training.config import TrainingSpec
 
 
-def make_schedule(cfg: TrainConfig, steps_per_epoch: int):
+def make_schedule(cfg: TrainingSpec, steps_per_epoch: int):
     """A float or a `LearningRateSchedule` stepping once per batch."""
     total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "constant":
@@ -26,7 +26,7 @@ def make_schedule(cfg: TrainConfig, steps_per_epoch: int):
     )
 
 
-def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, model: keras.Model):
+def make_optimizer(cfg: TrainingSpec, steps_per_epoch: int, model: keras.Model):
     """The optimizer, with no weight decay on biases and normalisation parameters.
 
     Biases, BatchNorm/LayerNorm scales and offsets are exactly the 1-D trainable
@@ -47,7 +47,7 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, model: keras.Model):
     return optimizer
 
 
-def make_loss(cfg: TrainConfig):
+def make_loss(cfg: TrainingSpec):
     """Loss on one-hot targets and logits (label smoothing needs one-hot targets)."""
     if cfg.loss == "focal":
         return keras.losses.CategoricalFocalCrossentropy(

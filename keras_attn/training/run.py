@@ -27,7 +27,7 @@ from keras_attn.training.callbacks import (
     HistoryCSV,
     LearningRateLogger,
 )
-from keras_attn.training.config import TrainConfig
+from keras_attn.training.config import TrainingSpec
 from keras_attn.training.distribute import distribution_strategy
 from keras_attn.training.files import atomic_write_json, read_json
 from keras_attn.training.optim import make_loss, make_optimizer
@@ -38,10 +38,9 @@ class TrainingDiverged(Exception):
     """The loss became NaN or infinite; `best.keras` still holds the last good model."""
 
 
-def _differences(previous: dict, config: dict) -> list[str]:
-    """Settings that differ; one the previous run predates matches at its TrainConfig default
+def _differences(previous: dict, config: dict, defaults: dict) -> list[str]:
+    """Settings that differ; one the previous run predates matches at its default
     (a setting is only ever added with a default that keeps what runs computed before)."""
-    defaults = TrainConfig().to_dict()
     changed = []
     for key in sorted(set(previous) | set(config)):
         if key not in previous and key in defaults and config[key] in (None, defaults[key]):
@@ -51,14 +50,15 @@ def _differences(previous: dict, config: dict) -> list[str]:
     return changed
 
 
-def prepare_run_dir(run_dir: Path, config: dict, overwrite: bool = False) -> None:
-    """Creates `run_dir` for `config`, or accepts it for a resume if it holds the same config."""
-    config = json.loads(json.dumps(config, default=str))
+def prepare_run_dir(run_dir: Path, spec: TrainingSpec) -> None:
+    """Creates `run_dir` for `spec`, or accepts it for a resume if it holds the same config."""
+    config = json.loads(json.dumps(spec.config(), default=str))
+    defaults = json.loads(json.dumps(type(spec)().config(), default=str))
     config_path = run_dir / "config.json"
-    if run_dir.exists() and overwrite:
+    if run_dir.exists() and spec.overwrite:
         shutil.rmtree(run_dir)
     if config_path.exists():
-        changed = _differences(read_json(config_path), config)
+        changed = _differences(read_json(config_path), config, defaults)
         if changed:
             raise UserError(
                 f"{run_dir} holds a run with a different config (differs in: "
@@ -84,54 +84,15 @@ def _one_hot(num_classes: int):
     return convert
 
 
-def run_training(
-    build_model: Callable[[], keras.Model],
-    train_data: Callable[[int, int], tf.data.Dataset],
-    val_data: tf.data.Dataset,
-    steps_per_epoch: int,
-    cfg: TrainConfig,
-    run_dir: str | Path,
-    config: dict,
-    summary_extra: dict | None = None,
-    overwrite: bool = False,
-    extra_callbacks: list | None = None,
-    progress_bar: bool | None = None,
-    measure_callbacks: list | None = None,
-) -> dict:
-    """Trains (or resumes, or just reports) the run in `run_dir`; returns its summary.
-
-    Args:
-        build_model: builds the model (logits output); called after seeding, so
-            initial weights depend on `cfg.seed` only.
-        train_data: `train_data(start_epoch, epochs)` -> dataset of `(x, int label)`
-            batches covering those epochs back to back, `steps_per_epoch` each.
-        val_data: dataset of `(x, int label)` batches, fixed order.
-        config: the resolved configuration written to `config.json`; a resume
-            requires the same config.
-        summary_extra: merged into `summary.json` (data counts, skipped files...).
-        progress_bar: Keras' progress bar besides the epoch lines; default: on a terminal.
-        measure_callbacks: callbacks that add measurements to the epoch logs (attention
-            focus...); they run before the logs are written to history.csv and TensorBoard.
-    """
-    cfg.validate()
-    run_dir = Path(run_dir)
-    prepare_run_dir(run_dir, config, overwrite)
-    summary_path = run_dir / "summary.json"
-    summary = read_json(summary_path, default={})
-    # Killed after EpochBackup dropped its backup at the end but before the summary
-    # said "completed": every epoch is done, so the run is finished, not to be restarted.
-    if summary.get("epochs_completed", 0) >= cfg.epochs and (run_dir / "best.keras").exists():
-        summary["status"] = "completed"
-    if summary.get("status") == "completed":
-        print(f"{run_dir} is already complete; nothing to do.")
-        print(f"Best val_acc = {summary['best_val_accuracy']:.4f}")
-        return summary
-
+def compile_for_training(
+    build_model: Callable[[], keras.Model], cfg: TrainingSpec, steps_per_epoch: int
+) -> keras.Model:
+    """Seeds, builds and compiles the model as every run trains it: distribution
+    strategy, precision policy, float32 logits, stability metrics, optimizer and
+    schedule, loss, XLA and steps per execution. The tuner builds its trials with it."""
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
-    backup_dir = run_dir / "backup"
-    start_epoch = EpochBackup.resume_epoch(backup_dir)
     mixed = acceleration.resolve(cfg.mixed_precision)
     # Variables created in the strategy's scope are mirrored; fit then splits each batch.
     with distribution_strategy(cfg.strategy).scope(), acceleration.precision_policy(mixed):
@@ -144,14 +105,75 @@ def run_training(
             jit_compile=acceleration.resolve(cfg.jit_compile),
             steps_per_execution=execution_size(cfg.steps_per_execution, steps_per_epoch),
         )
-        if start_epoch:
+    return model
+
+
+def run_training(
+    build_model: Callable[[], keras.Model],
+    train_data: Callable[[int, int], tf.data.Dataset],
+    val_data: tf.data.Dataset,
+    steps_per_epoch: int,
+    cfg: TrainingSpec,
+    run_dir: str | Path,
+    summary_extra: dict | None = None,
+    extra_callbacks: list | None = None,
+    progress_bar: bool | None = None,
+    measure_callbacks: list | None = None,
+    model: keras.Model | None = None,
+    initial_epoch: int = 0,
+    until_epoch: int | None = None,
+) -> dict:
+    """Trains (or resumes, or just reports) the run in `run_dir`; returns its summary.
+
+    Args:
+        build_model: builds the model (logits output); called after seeding, so
+            initial weights depend on `cfg.seed` only.
+        train_data: `train_data(start_epoch, epochs)` -> dataset of `(x, int label)`
+            batches covering those epochs back to back, `steps_per_epoch` each.
+        val_data: dataset of `(x, int label)` batches, fixed order.
+        cfg: the run's spec; `config.json` holds `cfg.config()` and a resume requires
+            the same config.
+        summary_extra: merged into `summary.json` (data counts, skipped files...).
+        progress_bar: Keras' progress bar besides the epoch lines; default: on a terminal.
+        measure_callbacks: callbacks that add measurements to the epoch logs (attention
+            focus...); they run before the logs are written to history.csv and TensorBoard.
+        model: the model `compile_for_training` built (a tuner trial); default: built here.
+        initial_epoch: a fresh run starts here with `model`'s weights (Hyperband
+            continuing an earlier trial); the schedule continues from there too.
+        until_epoch: stop after this epoch of the `cfg.epochs` the schedule spans
+            (a Hyperband round); default: all of them.
+    """
+    cfg.validate()
+    run_dir = Path(run_dir)
+    prepare_run_dir(run_dir, cfg)
+    summary_path = run_dir / "summary.json"
+    summary = read_json(summary_path, default={})
+    # Killed after EpochBackup dropped its backup at the end but before the summary
+    # said "completed": every epoch is done, so the run is finished, not to be restarted.
+    last_epoch = min(until_epoch or cfg.epochs, cfg.epochs)
+    if summary.get("epochs_completed", 0) >= last_epoch and (run_dir / "best.keras").exists():
+        summary["status"] = "completed"
+    if summary.get("status") == "completed":
+        print(f"{run_dir} is already complete; nothing to do.")
+        print(f"Best val_acc = {summary['best_val_accuracy']:.4f}")
+        return summary
+
+    backup_dir = run_dir / "backup"
+    start_epoch = EpochBackup.resume_epoch(backup_dir)
+    if model is None:
+        model = compile_for_training(build_model, cfg, steps_per_epoch)
+    if start_epoch:  # the optimizer's slots are made in the model's own strategy
+        with model.distribute_strategy.scope():
             EpochBackup.restore(model, backup_dir)
+    elif initial_epoch:
+        start_epoch = initial_epoch
+        model.optimizer.iterations.assign(initial_epoch * steps_per_epoch)
     num_classes = int(model.output.shape[-1])
 
     if start_epoch:
         print(f"Resuming {run_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
     to_one_hot = _one_hot(num_classes)
-    train = train_data(start_epoch, cfg.epochs).map(to_one_hot)
+    train = train_data(start_epoch, last_epoch).map(to_one_hot)
     val = val_data.map(to_one_hot)
 
     previous_wall = float(summary.get("wall_seconds", 0.0))
@@ -208,7 +230,7 @@ def run_training(
     try:
         model.fit(
             train,
-            epochs=cfg.epochs,
+            epochs=last_epoch,
             initial_epoch=start_epoch,
             steps_per_epoch=steps_per_epoch,
             validation_data=val,
@@ -232,7 +254,7 @@ def run_training(
         raise
 
     epochs_done = int(summary.get("epochs_completed", start_epoch))
-    stopped_early = epochs_done < cfg.epochs
+    stopped_early = epochs_done < last_epoch
     write_summary("completed", epochs_done, stopped_early=stopped_early)
     if best.best_epoch:
         print(f"Best val_acc = {best.best:.4f}")
