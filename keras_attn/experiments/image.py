@@ -12,6 +12,7 @@ from pathlib import Path
 
 import keras
 
+from keras_attn.data.image_pipeline import AUGMENTATIONS
 from keras_attn.data.images import SOURCES, ImageData, load_image_data
 from keras_attn.data.images import steps_per_epoch as image_steps_per_epoch
 from keras_attn.data.images import train_dataset as image_train_dataset
@@ -63,6 +64,13 @@ class ImageExperiment(TrainingSpec):
     synthetic_per_class: int = setting(
         400, "synthetic train images per class", check=at_least(1), group="data"
     )
+    augment: str = setting(
+        "auto",
+        "training augmentation, each with a random left-right flip; auto: the source's own "
+        "(resized_crop for folders, crop_pad otherwise)",
+        choices=("auto", *AUGMENTATIONS),
+        group="data",
+    )
     backbone: str = setting("small_cnn", "the CNN", choices=BACKBONES, group="model")
     backbone_weights: str = setting(
         "none", "pretrained weights of the backbone", metavar="imagenet|none|PATH", group="model"
@@ -99,6 +107,8 @@ def load_data(spec: ImageExperiment, split_seed: int | None = None) -> ImageData
         val_fraction=spec.val_fraction,
         train_per_class=spec.synthetic_per_class,
     )
+    if spec.augment != "auto":
+        data = dataclasses.replace(data, augment=spec.augment)
     print(data.summary_line(), flush=True)
     return data
 
