@@ -156,3 +156,13 @@ def test_a_setting_is_one_field_and_shows_up_everywhere():
             parser._subparsers._group_actions[0].choices["image"]
         )
         assert "--focal-gamma" in text and "focal loss: the focusing exponent" in text
+
+
+def test_the_augment_setting_reaches_the_training_pipeline(tmp_path, monkeypatch):
+    from keras_attn.experiments.image import load_data
+
+    monkeypatch.chdir(tmp_path)
+    small = dict(synthetic_per_class=2, image_size=16)
+    assert load_data(ImageExperiment(**small)).augment == "crop_pad"  # the source's own
+    assert load_data(ImageExperiment(**small, augment="none")).augment == "none"
+    assert ImageExperiment(augment="none").run_name() != ImageExperiment().run_name()
