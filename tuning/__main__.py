@@ -15,13 +15,16 @@ parameters, learning rate, weight decay, label smoothing and dropout; the video
 search adds frames per clip, frame attention, the temporal module, pooling and TCN
 width, kernel and depth. `--attention cbam,none` (any categorical parameter's flag)
 narrows a choice, `--range lr=1e-4:1e-3` an interval, `--fixed dropout=0.2` picks one
-value. The data flags are those of train_image.py / train_video.py. Each process
-loads its data once; the video search reuses the frozen-feature cache.
+value. Every flag of train_image.py / train_video.py that is not searched passes
+through (`--epochs` is per trial and defaults to 10). Each process loads its data once;
+the video search reuses the frozen-feature cache. A trial trains exactly as a training
+run with the same values (one trainer), and `trial_<id>/` is an ordinary run directory.
 
 Everything goes to `runs/tuning/<image|video>/` (`--directory`, `--project-name`):
-`trials.csv` (every trial: hyperparameters, best val accuracy, epochs, wall time),
-`best_hparams.json`, `best.keras` (loads with `keras.saving.load_model` after
-`import keras_attn`) and TensorBoard logs under `logs/<trial>/`. Re-running the same
+`trials.csv` (every trial: hyperparameters, best val accuracy, epochs, the stability
+measurements at the best epoch, wall time), `best_hparams.json`, `best.keras` (loads with
+`keras.saving.load_model` after `import keras_attn`) and TensorBoard logs under
+`trial_<id>/logs/`. Re-running the same
 command resumes the search: finished trials are kept, an interrupted one runs again;
 a larger `--max-trials` extends it; `--overwrite` starts afresh. A command that
 changes the space, data or tuner of an existing project is refused.
