@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from keras_attn.training.files import atomic_write_json, atomic_write_text, read_json
+from keras_attn.files import atomic_path, atomic_write_json, atomic_write_text, read_json
 
 # Keras Tuner's Hyperband bookkeeping, shown after the searched hyperparameters.
 HYPERBAND_KEYS = ("tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner/round")
@@ -119,9 +119,8 @@ def write_results(
     source = project_dir / f"trial_{best.trial_id}" / "best.keras"
     target = project_dir / "best.keras"
     if source.exists():
-        tmp = target.with_name(".best.tmp.keras")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
         saved = f"model: {target}"
     else:  # a worker on another machine, without a shared --directory, holds it
         saved = (
