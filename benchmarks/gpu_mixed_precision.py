@@ -85,6 +85,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from keras_attn.files import atomic_write_text  # noqa: E402
 from keras_attn.layers import attention_names, temporal_names  # noqa: E402
 from keras_attn.models.image import build_image_model  # noqa: E402
 from keras_attn.models.video import build_video_head, calibrate_batchnorm  # noqa: E402
@@ -653,7 +654,7 @@ def run_groups(args, log) -> None:
     if args.results:
         fields = ("group", "name", "results", "rates", "error")
         rows = [{k: getattr(v, k) for k in fields} for v in done]
-        Path(args.results).write_text(json.dumps(rows))
+        atomic_write_text(args.results, json.dumps(rows))
     else:
         report(done, args.policies, args, log)
 

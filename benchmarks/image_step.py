@@ -4,13 +4,14 @@
         [--backbones small_cnn,mobilenet_v2] [--attention none,channel,spatial,cbam,linear]
         [--jit-compile auto|on|off]
 
-Each model is `build_image_model(6, size, backbone, attention)` with the image experiment's
-DEFAULTS (6 synthetic classes, dropout 0.2, reduction 8, kernel 7, seed 0; random weights),
-at the size its backbone is run at: small_cnn 64 px (the default for synthetic data),
-mobilenet_v2 96 px, densenet 32 px (optional). It is compiled as `keras_attn.training.run`
-does: `with_stability_metrics`, `make_optimizer` / `make_loss` from the DEFAULTS' TrainConfig
-(AdamW 2e-3, weight decay 5e-4, cosine, label smoothing 0.1), metrics=["accuracy"],
-and jit_compile / mixed precision resolved by `acceleration` ("auto": off without a GPU).
+Each model is `build_image_model(6, size, backbone, attention)` with the settings of an
+`ImageExperiment()` (6 synthetic classes, dropout 0.2, reduction 8, kernel 7, seed 0; random
+weights), at the size its backbone is run at: small_cnn 64 px (the default for synthetic
+data), mobilenet_v2 96 px, densenet 32 px (optional). It is compiled by the trainer itself,
+`keras_attn.training.run.compile_for_training` (with_stability_metrics, float32 logits,
+optimizer and loss of the spec: AdamW 2e-3, weight decay 5e-4, cosine, label smoothing 0.1;
+metrics=["accuracy"]; strategy, steps per execution, and jit_compile / mixed precision
+resolved by `acceleration`, "auto": off without a GPU), so it trains as a run does.
 After warm-up (a `fit` of a few steps when built, so tracing is excluded, and another once
 all are built, in the timed order), each measurement times the steps of
 `model.fit(ds, epochs=1, steps_per_epoch=steps)` (first step's start to last step's end:
@@ -40,13 +41,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_attn.experiments.image import DEFAULTS  # noqa: E402
+from keras_attn.experiments.image import ImageExperiment  # noqa: E402
 from keras_attn.layers import attention_names  # noqa: E402
 from keras_attn.models.image import build_image_model  # noqa: E402
 from keras_attn.training import acceleration  # noqa: E402
-from keras_attn.training.config import TrainConfig  # noqa: E402
-from keras_attn.training.optim import make_loss, make_optimizer  # noqa: E402
-from keras_attn.training.stability import with_stability_metrics  # noqa: E402
+from keras_attn.training.run import compile_for_training  # noqa: E402
 
 SIZES = {"small_cnn": 64, "mobilenet_v2": 96, "densenet": 32}
 NUM_CLASSES = 6  # the synthetic set's
@@ -64,35 +63,27 @@ def machine_line() -> str:
     )
 
 
-def compiled(build, cfg: TrainConfig, steps_per_epoch: int) -> keras.Model:
-    """`build()`'s model, seeded and compiled as `keras_attn.training.run.run_training` does."""
-    keras.utils.set_random_seed(cfg.seed)
-    with acceleration.precision_policy(acceleration.resolve(cfg.mixed_precision)):
-        model = with_stability_metrics(acceleration.float32_logits(build()))
-        model.compile(
-            optimizer=make_optimizer(cfg, steps_per_epoch, model),
-            loss=make_loss(cfg),
-            metrics=["accuracy"],
-            jit_compile=acceleration.resolve(cfg.jit_compile),
-        )
-    return model
-
-
-def default_builder(backbone: str, attention: str, cfg: TrainConfig):
-    """Builds the image experiment's model (DEFAULTS, random weights) at `SIZES[backbone]`."""
+def image_model(spec: ImageExperiment, num_classes: int, size: int):
+    """`() -> model`: the image experiment's classifier for `spec` without data (what
+    `keras_attn.experiments.image.build_model` builds from an ImageData)."""
     return functools.partial(
         build_image_model,
-        NUM_CLASSES,
-        SIZES[backbone],
-        backbone=backbone,
-        attention=attention,
-        weights="none",
-        dropout=DEFAULTS["dropout"],
-        seed=cfg.seed,
-        attention_options=dict(
-            reduction=DEFAULTS["reduction"], kernel_size=DEFAULTS["kernel_size"]
-        ),
+        num_classes,
+        size,
+        backbone=spec.backbone,
+        attention=spec.attention,
+        weights=spec.backbone_weights,
+        trainable_backbone=spec.fine_tune,
+        dropout=spec.dropout,
+        seed=spec.seed,
+        attention_options=dict(reduction=spec.reduction, kernel_size=spec.kernel_size),
     )
+
+
+def compiled_image_model(spec: ImageExperiment, steps_per_epoch: int) -> keras.Model:
+    """The classifier of `spec` at `SIZES[spec.backbone]`, compiled by the run's trainer."""
+    build = image_model(spec, NUM_CLASSES, SIZES[spec.backbone])
+    return compile_for_training(build, spec, steps_per_epoch)
 
 
 def repeated_batch(batch: int, size: int, num_classes: int, seed: int = 0) -> tf.data.Dataset:
@@ -102,9 +93,17 @@ def repeated_batch(batch: int, size: int, num_classes: int, seed: int = 0) -> tf
     return tf.data.Dataset.from_tensors((x, y)).repeat()
 
 
+def whole_executions(model: keras.Model, steps: int) -> int:
+    """`steps` rounded up to whole calls of the model's `steps_per_execution` (at least one)."""
+    per_call = int(model.steps_per_execution or 1)
+    return per_call * max(1, math.ceil(steps / per_call))
+
+
 def warm_up(model: keras.Model, ds: tf.data.Dataset, steps: int) -> None:
     """Traces the training step and runs it a few times (not timed)."""
-    model.fit(ds, epochs=1, steps_per_epoch=max(1, steps), verbose=0, shuffle=False)
+    model.fit(
+        ds, epochs=1, steps_per_epoch=whole_executions(model, steps), verbose=0, shuffle=False
+    )
 
 
 class StepClock(keras.callbacks.Callback):
@@ -124,7 +123,9 @@ class StepClock(keras.callbacks.Callback):
 
 
 def fit_rate(model: keras.Model, ds: tf.data.Dataset, steps: int, batch: int) -> float:
-    """Images (or clips) per second of `steps` training steps in one `fit`."""
+    """Images (or clips) per second of `steps` training steps in one `fit` (rounded up to
+    whole calls when the model runs several steps per call)."""
+    steps = whole_executions(model, steps)
     clock = StepClock()
     model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[clock])
     return steps * batch / clock.seconds
@@ -135,7 +136,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="median over this many")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    parser.add_argument("--batch", type=int, default=DEFAULTS["batch_size"])
+    parser.add_argument("--batch", type=int, default=ImageExperiment().batch_size)
     parser.add_argument(
         "--backbones", default="small_cnn,mobilenet_v2", help=f"of {','.join(SIZES)}"
     )
@@ -159,17 +160,15 @@ def main() -> None:
     if "none" not in attentions:
         attentions.insert(0, "none")  # the overhead's reference
 
-    cfg = TrainConfig(**{k: DEFAULTS[k] for k in TrainConfig.field_names() if k in DEFAULTS})
-    cfg.batch_size = args.batch
-    cfg.jit_compile = args.jit_compile
+    spec = ImageExperiment().replace(batch_size=args.batch, jit_compile=args.jit_compile)
     # The default synthetic run's steps per epoch (only the schedule depends on it).
-    steps_per_epoch = math.ceil(NUM_CLASSES * DEFAULTS["synthetic_per_class"] / args.batch)
+    steps_per_epoch = math.ceil(NUM_CLASSES * spec.synthetic_per_class / spec.batch_size)
     print(machine_line())
     print(
         f"batch {args.batch}, {args.steps} timed steps x {args.repeats} repeats (median), "
-        f"{args.warmup} warm-up steps; AdamW lr {cfg.lr} wd {cfg.weight_decay}, label "
-        f"smoothing {cfg.label_smoothing}, XLA {acceleration.resolve(cfg.jit_compile)}, mixed "
-        f"precision {acceleration.resolve(cfg.mixed_precision)} (auto); random weights, "
+        f"{args.warmup} warm-up steps; AdamW lr {spec.lr} wd {spec.weight_decay}, label "
+        f"smoothing {spec.label_smoothing}, XLA {acceleration.resolve(spec.jit_compile)}, mixed "
+        f"precision {acceleration.resolve(spec.mixed_precision)} (auto); random weights, "
         f"{NUM_CLASSES} classes"
     )
 
@@ -179,7 +178,8 @@ def main() -> None:
         size = SIZES[backbone]
         datasets[backbone] = repeated_batch(args.batch, size, NUM_CLASSES)
         for attention in attentions:
-            model = compiled(default_builder(backbone, attention, cfg), cfg, steps_per_epoch)
+            variant = spec.replace(backbone=backbone, attention=attention)
+            model = compiled_image_model(variant, steps_per_epoch)
             warm_up(model, datasets[backbone], args.warmup)
             variants.append((backbone, attention, model))
     for backbone, _, model in variants:  # a second untimed call each, in the timed order

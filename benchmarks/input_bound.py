@@ -10,11 +10,12 @@ within each repeat (pipeline, model, next pipeline, ...); the table gives median
   augmentation and the one-hot map `run_training` adds) on the default synthetic set
   (`load_image_data("synthetic", ..., train_per_class=--per-class)`, 6 classes, 64 px;
   generated into data/synthetic on first use), against images/s of the default model's
-  training step (small_cnn + cbam, batch 64, image DEFAULTS) on one in-memory batch repeated.
+  training step (`keras_attn.experiments.image.build_model` of an `ImageExperiment()`:
+  small_cnn + cbam, batch 64) on one in-memory batch repeated.
 - features: clips/s of the cached-feature dataset (`feature_dataset` on random arrays of
   the real shapes: (N, 8, 1280) float32 features, (N, 8) masks, labels; batch 4, training
   order) against clips/s of the video head's training step (`build_video_head((1280,), 8,
-  10, temporal="tcn", width=128)` with train_video.py's dropout and pooling; video DEFAULTS).
+  10, temporal="tcn", width=128)` with the other settings of a `VideoExperiment()`).
 - clips: clips/s of the uncached clip pipeline (`clip_dataset`, 8 uniform frames at 96 px,
   batch 4, training order) on a few generated synthetic MP4s (`ensure_synthetic_videos` in a
   temporary folder: 2 classes x --clips-per-class 8, ~12 clips after the generator's
@@ -25,9 +26,11 @@ within each repeat (pipeline, model, next pipeline, ...); the table gives median
 Each pipeline measurement makes a fresh iterator, pulls `--skip` batches untimed (start-up),
 then times the next `--batches` batches (default: one epoch for image and features, 20 for
 clips), and releases the iterator (no prefetching in the background while a model is
-timed). Models are compiled as `run_training` compiles them and warmed up (tracing
-excluded); each model measurement times the steps of `model.fit(..., steps_per_epoch=steps)`
-(`image_step.StepClock`).
+timed). Models are compiled by the run's trainer, `compile_for_training`, with their spec's
+settings (so the video models run the spec's 32 steps per execution, cut to a divisor of
+the epoch, as a video run does) and warmed up (tracing excluded); each model measurement
+times the steps of `model.fit(..., steps_per_epoch=steps)` (`image_step.StepClock`; steps
+rounded up to whole executions).
 Ratio = pipeline rate / model rate; goal >= 2x for each pair measured.
 """
 
@@ -42,26 +45,25 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from image_step import compiled, fit_rate, machine_line, warm_up
+from image_step import fit_rate, machine_line, warm_up, whole_executions
 
 from keras_attn.data.features import feature_dataset
 from keras_attn.data.images import load_image_data, steps_per_epoch, train_dataset
 from keras_attn.data.synthetic_video import ensure_synthetic_videos
 from keras_attn.data.video import clip_dataset, scan_clips
 from keras_attn.data.wlasl import load_wlasl
-from keras_attn.experiments import image, video
-from keras_attn.models.image import build_image_model
+from keras_attn.experiments import image
+from keras_attn.experiments.image import ImageExperiment
+from keras_attn.experiments.video import VideoExperiment
 from keras_attn.models.video import build_frame_encoder, build_video_head, build_video_model
-from keras_attn.training.config import TrainConfig
+from keras_attn.training.run import compile_for_training
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("image", "features", "clips")
 GOAL = 2.0
-FRAMES, FEATURE_DIM, VIDEO_CLASSES, VIDEO_SIZE = 8, 1280, 10, 96
-
-
-def train_config(defaults: dict) -> TrainConfig:
-    return TrainConfig(**{k: defaults[k] for k in TrainConfig.field_names() if k in defaults})
+# The video experiment's frames per clip and synthetic frame size; MobileNetV2's feature width.
+FRAMES, VIDEO_SIZE = VideoExperiment().num_frames, VideoExperiment().resolved_image_size()
+FEATURE_DIM, VIDEO_CLASSES = 1280, 10
 
 
 def one_hot(num_classes: int):
@@ -86,17 +88,23 @@ def pipeline_rate(ds: tf.data.Dataset, skip: int, batches: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def video_head():
+def video_head(spec: VideoExperiment):
+    """The head `keras_attn.experiments.video.build_model` builds for `spec`, on pooled
+    (FRAMES, FEATURE_DIM) features, without data."""
     return build_video_head(
         (FEATURE_DIM,),
-        FRAMES,
+        spec.num_frames,
         VIDEO_CLASSES,
-        temporal=video.DEFAULTS["temporal"],
-        width=video.DEFAULTS["width"],
-        dropout=video.DEFAULTS["dropout"],
-        seed=video.DEFAULTS["seed"],
+        temporal=spec.temporal,
+        frame_attention=spec.frame_attention,
+        width=spec.width,
+        dropout=spec.dropout,
+        seed=spec.seed,
         temporal_options=dict(
-            filters=video.DEFAULTS["width"], pool=video.DEFAULTS["temporal_pool"]
+            filters=spec.width,
+            pool=spec.temporal_pool,
+            kernel_size=spec.tcn_kernel,
+            dilations=tuple(2**i for i in range(spec.tcn_levels)),
         ),
     )
 
@@ -110,38 +118,25 @@ def repeated_clips(batch: int, frame_shape: tuple[int, ...]) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensors(((x, mask), y)).repeat()
 
 
-def setup_image(args, cfg: TrainConfig, work: list) -> str:
+def setup_image(args, spec: ImageExperiment, work: list) -> str:
     data = load_image_data(
-        "synthetic",
+        spec.data,
         str(ROOT / "data" / "synthetic"),
-        None,
-        seed=cfg.seed,
-        train_per_class=args.per_class,
+        spec.image_size,
+        seed=spec.seed,
+        train_per_class=spec.synthetic_per_class,
     )
-    per_epoch = steps_per_epoch(data, cfg.batch_size)
+    per_epoch = steps_per_epoch(data, spec.batch_size)
     batches = args.batches or per_epoch
     epochs = math.ceil((args.skip + batches) / per_epoch) + 1
-    ds = train_dataset(data, cfg.batch_size, cfg.seed, 0, epochs).map(one_hot(data.num_classes))
+    ds = train_dataset(data, spec.batch_size, spec.seed, 0, epochs).map(one_hot(data.num_classes))
     pipeline_rate(ds, 1, 1)  # a first pass through the pipeline, not timed
 
-    def build():
-        return build_image_model(
-            data.num_classes,
-            data.image_size,
-            backbone=image.DEFAULTS["backbone"],
-            attention=image.DEFAULTS["attention"],
-            weights="none",
-            dropout=image.DEFAULTS["dropout"],
-            seed=cfg.seed,
-            attention_options=dict(
-                reduction=image.DEFAULTS["reduction"], kernel_size=image.DEFAULTS["kernel_size"]
-            ),
-        )
-
-    model = compiled(build, cfg, per_epoch)
+    spec = image.resolved(spec, data)
+    model = compile_for_training(lambda: image.build_model(spec, data), spec, per_epoch)
     rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (cfg.batch_size, data.image_size, data.image_size, 3))
-    y = np.eye(data.num_classes)[rng.integers(0, data.num_classes, cfg.batch_size)]
+    x = rng.uniform(0, 255, (spec.batch_size, data.image_size, data.image_size, 3))
+    y = np.eye(data.num_classes)[rng.integers(0, data.num_classes, spec.batch_size)]
     batch_ds = tf.data.Dataset.from_tensors((x.astype("float32"), y.astype("float32"))).repeat()
     warm_up(model, batch_ds, args.warmup)
     work.append(
@@ -149,50 +144,50 @@ def setup_image(args, cfg: TrainConfig, work: list) -> str:
             "image",
             "img/s",
             lambda: pipeline_rate(ds, args.skip, batches),
-            lambda: fit_rate(model, batch_ds, args.steps, cfg.batch_size),
+            lambda: fit_rate(model, batch_ds, args.steps, spec.batch_size),
             lambda: (pipeline_rate(ds, 1, 1), warm_up(model, batch_ds, args.warmup)),
         )
     )
     return (
-        f"image: {data.summary_line()}; augment {data.augment}, batch {cfg.batch_size}, "
-        f"{batches} batches timed; model {image.DEFAULTS['backbone']} + "
-        f"{image.DEFAULTS['attention']}"
+        f"image: {data.summary_line()}; augment {data.augment}, batch {spec.batch_size}, "
+        f"{batches} batches timed; model {spec.backbone} + {spec.attention}"
     )
 
 
-def setup_features(args, cfg: TrainConfig, work: list) -> str:
+def setup_features(args, spec: VideoExperiment, work: list) -> str:
     rng = np.random.default_rng(0)
     n = args.clips
     features = rng.standard_normal((n, FRAMES, FEATURE_DIM), dtype=np.float32)
     masks = np.ones((n, FRAMES), bool)
     labels = rng.integers(0, VIDEO_CLASSES, n).astype(np.int32)
-    per_epoch = math.ceil(n / cfg.batch_size)
+    per_epoch = math.ceil(n / spec.batch_size)
     batches = args.batches or per_epoch
     epochs = math.ceil((args.skip + batches) / per_epoch) + 1
-    ds = feature_dataset(features, masks, labels, cfg.batch_size, cfg.seed, True, 0, epochs)
+    ds = feature_dataset(features, masks, labels, spec.batch_size, spec.seed, True, 0, epochs)
     ds = ds.map(one_hot(VIDEO_CLASSES))
     pipeline_rate(ds, 1, 1)
 
-    model = compiled(video_head, cfg, per_epoch)
-    batch_ds = repeated_clips(cfg.batch_size, (FEATURE_DIM,))
+    model = compile_for_training(lambda: video_head(spec), spec, per_epoch)
+    steps = whole_executions(model, args.head_steps)
+    batch_ds = repeated_clips(spec.batch_size, (FEATURE_DIM,))
     warm_up(model, batch_ds, args.warmup)
     work.append(
         (
             "features",
             "clips/s",
             lambda: pipeline_rate(ds, args.skip, batches),
-            lambda: fit_rate(model, batch_ds, args.head_steps, cfg.batch_size),
+            lambda: fit_rate(model, batch_ds, steps, spec.batch_size),
             lambda: (pipeline_rate(ds, 1, 1), warm_up(model, batch_ds, args.warmup)),
         )
     )
     return (
-        f"features: {n} clips of ({FRAMES}, {FEATURE_DIM}) float32, batch {cfg.batch_size}, "
-        f"{batches} batches timed; model video head (tcn, width {video.DEFAULTS['width']}), "
-        f"{args.head_steps} steps timed"
+        f"features: {n} clips of ({FRAMES}, {FEATURE_DIM}) float32, batch {spec.batch_size}, "
+        f"{batches} batches timed; model video head ({spec.temporal}, width {spec.width}), "
+        f"{steps} steps timed ({model.steps_per_execution} per execution)"
     )
 
 
-def setup_clips(args, cfg: TrainConfig, work: list, tmp: str) -> str:
+def setup_clips(args, spec: VideoExperiment, work: list, tmp: str) -> str:
     t0 = time.perf_counter()
     data_dir = ensure_synthetic_videos(
         root=f"{tmp}/synthetic",
@@ -203,42 +198,53 @@ def setup_clips(args, cfg: TrainConfig, work: list, tmp: str) -> str:
     index = load_wlasl(data_dir, "test", None, "frequency")
     records, _ = scan_clips(index.train + index.val)
     made = time.perf_counter() - t0
-    per_epoch = math.ceil(len(records) / cfg.batch_size)
+    per_epoch = math.ceil(len(records) / spec.batch_size)
     batches = args.batches or 20
     epochs = math.ceil((args.skip + batches) / per_epoch) + 1
     ds = clip_dataset(
-        records, FRAMES, "uniform", VIDEO_SIZE, cfg.seed, True, cfg.batch_size, False, 0, epochs
+        records,
+        spec.num_frames,
+        spec.sampling,
+        VIDEO_SIZE,
+        spec.seed,
+        True,
+        spec.batch_size,
+        spec.crop_bbox,
+        0,
+        epochs,
     )
     ds = ds.map(one_hot(VIDEO_CLASSES))
     pipeline_rate(ds, 1, 1)
 
-    encoder, _ = build_frame_encoder(video.DEFAULTS["backbone"], VIDEO_SIZE, "none")
+    encoder, _ = build_frame_encoder(spec.backbone, VIDEO_SIZE, "none")
 
     def build():
-        return build_video_model(encoder, video_head(), FRAMES)
+        return build_video_model(encoder, video_head(spec), spec.num_frames)
 
-    model = compiled(build, cfg, per_epoch)
-    batch_ds = repeated_clips(cfg.batch_size, (VIDEO_SIZE, VIDEO_SIZE, 3))
+    model = compile_for_training(build, spec, per_epoch)
+    steps = whole_executions(model, args.steps)
+    batch_ds = repeated_clips(spec.batch_size, (VIDEO_SIZE, VIDEO_SIZE, 3))
     warm_up(model, batch_ds, args.warmup)
     work.append(
         (
             "clips",
             "clips/s",
             lambda: pipeline_rate(ds, args.skip, batches),
-            lambda: fit_rate(model, batch_ds, args.steps, cfg.batch_size),
+            lambda: fit_rate(model, batch_ds, steps, spec.batch_size),
             lambda: (pipeline_rate(ds, 1, 1), warm_up(model, batch_ds, args.warmup)),
         )
     )
     return (
-        f"clips: {len(records)} synthetic MP4s (generated in {made:.1f} s), {FRAMES} frames "
-        f"at {VIDEO_SIZE} px, batch {cfg.batch_size}, {batches} batches timed; model random "
-        f"frozen {video.DEFAULTS['backbone']} encoder + the video head, {args.steps} steps timed"
+        f"clips: {len(records)} synthetic MP4s (generated in {made:.1f} s), {spec.num_frames} "
+        f"frames at {VIDEO_SIZE} px, batch {spec.batch_size}, {batches} batches timed; model "
+        f"random frozen {spec.backbone} encoder + the video head, {steps} steps timed "
+        f"({model.steps_per_execution} per execution)"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--per-class", type=int, default=image.DEFAULTS["synthetic_per_class"])
+    parser.add_argument("--per-class", type=int, default=ImageExperiment().synthetic_per_class)
     parser.add_argument("--clips", type=int, default=400, help="cached-feature clips (random)")
     parser.add_argument("--clips-per-class", type=int, default=8, help="synthetic MP4s, 2 classes")
     parser.add_argument("--steps", type=int, default=20, help="timed image/end-to-end steps")
@@ -255,16 +261,17 @@ def main() -> None:
             parser.error(f"unknown part {part!r}; choose from {', '.join(PARTS)}")
 
     print(machine_line())
-    image_cfg, video_cfg = train_config(image.DEFAULTS), train_config(video.DEFAULTS)
+    image_spec = ImageExperiment().replace(synthetic_per_class=args.per_class)
+    video_spec = VideoExperiment()
     work: list = []
     with tempfile.TemporaryDirectory(prefix="input_bound_") as tmp:
         t0 = time.perf_counter()
         if "image" in parts:
-            print(setup_image(args, image_cfg, work))
+            print(setup_image(args, image_spec, work))
         if "features" in parts:
-            print(setup_features(args, video_cfg, work))
+            print(setup_features(args, video_spec, work))
         if "clips" in parts:
-            print(setup_clips(args, video_cfg, work, tmp))
+            print(setup_clips(args, video_spec, work, tmp))
         for _, _, _, _, warm in work:  # one untimed round, in the timed order
             warm()
         print(f"set up and warmed up in {time.perf_counter() - t0:.0f} s")

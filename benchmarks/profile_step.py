@@ -3,7 +3,8 @@
     python benchmarks/profile_step.py [--backbone small_cnn] [--attention none,channel,spatial,cbam]
         [--steps 10] [--batch 64] [--top 10] [--logdir runs/profile]
 
-Each model is built and compiled exactly as in `image_step.py` (the run's settings), warmed
+Each model is built and compiled exactly as in `image_step.py` (an `ImageExperiment()`'s
+settings, compiled by the run's trainer, `compile_for_training`), warmed
 up, then `--steps` training steps run under TensorFlow's profiler
 (`tf.profiler.experimental.start/stop`). The trace lands in `<logdir>/<attention>/` (open it
 in TensorBoard's Profile tab, with the tensorboard-plugin-profile package) and is summed here
@@ -28,17 +29,15 @@ from image_step import (
     NUM_CLASSES,
     SIZES,
     StepClock,
-    compiled,
-    default_builder,
+    compiled_image_model,
     machine_line,
     repeated_batch,
     warm_up,
 )
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-from keras_attn.experiments.image import DEFAULTS
+from keras_attn.experiments.image import ImageExperiment
 from keras_attn.layers import attention_names
-from keras_attn.training.config import TrainConfig
 
 
 def op_times_ms(logdir: Path) -> dict[str, float]:
@@ -70,7 +69,7 @@ def main() -> None:
     parser.add_argument("--backbone", default="small_cnn", choices=sorted(SIZES))
     parser.add_argument("--attention", default="none,channel,spatial,cbam")
     parser.add_argument("--steps", type=int, default=10, help="profiled training steps")
-    parser.add_argument("--batch", type=int, default=DEFAULTS["batch_size"])
+    parser.add_argument("--batch", type=int, default=ImageExperiment().batch_size)
     parser.add_argument("--top", type=int, default=10, help="op types shown per model")
     parser.add_argument("--logdir", default="runs/profile")
     args = parser.parse_args()
@@ -84,16 +83,15 @@ def main() -> None:
         attentions.insert(0, "none")
 
     size = SIZES[args.backbone]
-    cfg = TrainConfig(**{k: DEFAULTS[k] for k in TrainConfig.field_names() if k in DEFAULTS})
-    cfg.batch_size = args.batch
-    steps_per_epoch = math.ceil(NUM_CLASSES * DEFAULTS["synthetic_per_class"] / args.batch)
+    spec = ImageExperiment().replace(backbone=args.backbone, batch_size=args.batch)
+    steps_per_epoch = math.ceil(NUM_CLASSES * spec.synthetic_per_class / spec.batch_size)
     ds = repeated_batch(args.batch, size, NUM_CLASSES)
     print(machine_line())
     print(f"{args.backbone} at {size} px, batch {args.batch}, {args.steps} profiled steps")
 
     per_step: dict[str, dict[str, float]] = {}
     for attention in attentions:
-        model = compiled(default_builder(args.backbone, attention, cfg), cfg, steps_per_epoch)
+        model = compiled_image_model(spec.replace(attention=attention), steps_per_epoch)
         warm_up(model, ds, 3)
         logdir = Path(args.logdir) / attention
         clock = StepClock()

@@ -4,13 +4,16 @@
         [--jit off,on] [--steps-per-execution 1,8]
 
 The model is `build_image_model(100, 32, backbone="densenet", attention="linear")` (CIFAR-100's
-100 classes, 32x32 inputs) with `PRESETS["seed"]`: batch 128, AdamW 3e-4, weight decay 1e-4,
-cosine, label smoothing 0.1, seed 42; compiled as `keras_attn.training.run` does
-(`with_stability_metrics`, `make_optimizer`, `make_loss`, metrics=["accuracy"], the
-precision policy "auto" resolves to) except for the settings compared, side by side:
+100 classes, 32x32 inputs) with the settings of `--preset seed` (`ImageExperiment` with
+`ImageExperiment.PRESETS["seed"]`): batch 128, AdamW 3e-4, weight decay 1e-4, cosine, label
+smoothing 0.1, seed 42; compiled by the run's trainer, `compile_for_training` (stability
+metrics, float32 logits, optimizer, loss, metrics=["accuracy"], the precision policy "auto"
+resolves to), with the spec's settings compared side by side:
 
 - `jit_compile` off / on (XLA);
-- `steps_per_execution` 1 / 8 (compile argument: 8 steps per call into the graph);
+- `steps_per_execution` 1 / 8 (8 steps per call into the graph). The trainer cuts it to a
+  divisor of the epoch, and CIFAR's 391 steps per epoch (17 x 23) would cut 8 to 1, so the
+  schedule's epoch here is 391 rounded up to a multiple of every value compared (392);
 - TensorFlow's thread pools: "default", or "N" (intra-op threads, via
   `tf.config.threading.set_intra_op_parallelism_threads`) or "N/M" (intra/inter-op).
   Threading must be set before TensorFlow runs any op, so each threading configuration lives
@@ -69,54 +72,32 @@ def child(args) -> None:
         if threads[1]:
             tf.config.threading.set_inter_op_parallelism_threads(threads[1])
 
-    import keras
     import numpy as np
-    from image_step import fit_rate
+    from image_step import fit_rate, image_model, warm_up
 
-    from keras_attn.experiments.image import DEFAULTS, PRESETS
-    from keras_attn.models.image import build_image_model
-    from keras_attn.training import acceleration
-    from keras_attn.training.config import TrainConfig
-    from keras_attn.training.optim import make_loss, make_optimizer
-    from keras_attn.training.stability import with_stability_metrics
+    from keras_attn.training.run import compile_for_training
 
-    settings = {**DEFAULTS, **PRESETS["seed"]}
-    cfg = TrainConfig(**{k: settings[k] for k in TrainConfig.field_names() if k in settings})
-    steps_per_epoch = math.ceil(CIFAR_TRAIN / cfg.batch_size)
+    spec = seed_spec()
+    steps_per_epoch = math.lcm(*args.spe) * math.ceil(
+        math.ceil(CIFAR_TRAIN / spec.batch_size) / math.lcm(*args.spe)
+    )
     rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (cfg.batch_size, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)
-    y = np.eye(NUM_CLASSES, dtype=np.float32)[rng.integers(0, NUM_CLASSES, cfg.batch_size)]
+    x = rng.uniform(0, 255, (spec.batch_size, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)
+    y = np.eye(NUM_CLASSES, dtype=np.float32)[rng.integers(0, NUM_CLASSES, spec.batch_size)]
     ds = tf.data.Dataset.from_tensors((x, y)).repeat()
 
     models = []
     for jit, spe in variants(args):
-        keras.utils.set_random_seed(cfg.seed)
-        with acceleration.precision_policy(acceleration.resolve(cfg.mixed_precision)):
-            model = build_image_model(
-                NUM_CLASSES,
-                IMAGE_SIZE,
-                backbone=settings["backbone"],
-                attention=settings["attention"],
-                weights="none",
-                dropout=settings["dropout"],
-                seed=cfg.seed,
-                attention_options=dict(
-                    reduction=settings["reduction"], kernel_size=settings["kernel_size"]
-                ),
-            )
-            model = with_stability_metrics(acceleration.float32_logits(model))
-            model.compile(
-                optimizer=make_optimizer(cfg, steps_per_epoch, model),
-                loss=make_loss(cfg),
-                metrics=["accuracy"],
-                jit_compile=jit,
-                steps_per_execution=spe,
-            )
-        warm = spe * max(1, math.ceil(args.warmup / spe))
-        model.fit(ds, epochs=1, steps_per_epoch=warm, verbose=0, shuffle=False)
+        setting = spec.replace(jit_compile="on" if jit else "off", steps_per_execution=spe)
+        model = compile_for_training(
+            image_model(setting, NUM_CLASSES, IMAGE_SIZE), setting, steps_per_epoch
+        )
+        if model.steps_per_execution != spe:
+            raise RuntimeError(f"steps_per_execution {spe} became {model.steps_per_execution}")
+        warm_up(model, ds, args.warmup)
         models.append(model)
-    for model, (_, spe) in zip(models, variants(args), strict=True):  # a second untimed call
-        model.fit(ds, epochs=1, steps_per_epoch=spe, verbose=0, shuffle=False)
+    for model in models:  # a second untimed call
+        warm_up(model, ds, 1)
     intra = tf.config.threading.get_intra_op_parallelism_threads()
     inter = tf.config.threading.get_inter_op_parallelism_threads()
     print(f"READY intra={intra} inter={inter}", flush=True)
@@ -124,8 +105,15 @@ def child(args) -> None:
         command = line.split()
         if not command or command[0] == "QUIT":
             break
-        rate = fit_rate(models[int(command[1])], ds, args.steps, cfg.batch_size)
+        rate = fit_rate(models[int(command[1])], ds, args.steps, spec.batch_size)
         print(f"{RESULT}{rate}", flush=True)
+
+
+def seed_spec():
+    """The settings of `--preset seed` (random weights: the spec's default)."""
+    from keras_attn.experiments.image import ImageExperiment
+
+    return ImageExperiment.from_dict({**ImageExperiment.PRESETS["seed"], "preset": "seed"})
 
 
 def variants(args) -> list[tuple[bool, int]]:
@@ -196,9 +184,7 @@ def main() -> None:
 
     import keras
 
-    from keras_attn.experiments.image import PRESETS
-
-    seed = PRESETS["seed"]
+    seed = seed_spec()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(
@@ -207,8 +193,9 @@ def main() -> None:
         f"load average {load}; {date}"
     )
     print(
-        f"densenet + linear attention, {NUM_CLASSES} classes, {IMAGE_SIZE}x{IMAGE_SIZE}, batch "
-        f"{seed['batch_size']}, {seed['optimizer']} lr {seed['lr']} wd {seed['weight_decay']}; "
+        f"{seed.backbone} + {seed.attention} attention, {NUM_CLASSES} classes, "
+        f"{IMAGE_SIZE}x{IMAGE_SIZE}, batch {seed.batch_size}, {seed.optimizer} lr {seed.lr} "
+        f"wd {seed.weight_decay}; "
         f"{args.steps} timed steps x {args.repeats} repeats (median)"
     )
 

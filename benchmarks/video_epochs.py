@@ -6,12 +6,14 @@
 On a small synthetic sign set (generated into a temporary folder), each run is timed from
 `prepare_video_inputs` (clip scan, random MobileNetV2 encoder and its BatchNorm calibration,
 and, with the cache, computing every clip's features into a FRESH cache folder) to the end of
-`model.fit` over N epochs with validation after each. The head is `build_video_head`
-(tcn, width 128, dropout 0.5: train_video.py's defaults) wrapped by `inputs.wrap_head`, with
-the same seed, AdamW/cosine from `keras_attn.training.optim`, one-hot labels and
-`steps_per_execution` (train_video.py's default, 32, cut to a divisor of the epoch) as
-`keras_attn.training.run` does. Then one head is evaluated on the cached validation features
-and, wrapped, on the validation frames: the logits must agree within 1e-5.
+`model.fit` over N epochs with validation after each. Both runs have the settings of a
+`VideoExperiment()` (tcn head, width 128, dropout 0.5, batch 4, 8 frames, AdamW 1e-3,
+cosine, seed 0) with random encoder weights and the flags' epochs, frame size and
+`steps_per_execution` (32, cut to a divisor of the epoch); the model is
+`keras_attn.experiments.video.build_model` (the head, wrapped by `inputs.wrap_head`),
+compiled by the run's trainer, `compile_for_training`, and fed one-hot labels, as a video
+run is. Then one head is evaluated on the cached validation features and, wrapped, on the
+validation frames: the logits must agree within 1e-5.
 
 The profile of each run: `FitParts` splits `fit` into the first training call (which traces
 the step function), the later calls, and the validation passes.
@@ -29,42 +31,28 @@ import tensorflow as tf
 
 from keras_attn.data.synthetic_video import ensure_synthetic_videos
 from keras_attn.data.wlasl import load_wlasl
-from keras_attn.experiments.video import prepare_video_inputs
-from keras_attn.models.video import build_video_head
-from keras_attn.training.config import TrainConfig
-from keras_attn.training.optim import make_loss, make_optimizer
-from keras_attn.training.run import execution_size
-
-NUM_FRAMES, BATCH, SEED = 8, 4, 0
+from keras_attn.experiments import video
+from keras_attn.experiments.video import VideoData, VideoExperiment, prepare_video_inputs
+from keras_attn.training.run import compile_for_training
 
 
-def make_head(inputs, num_classes):
-    keras.utils.set_random_seed(SEED)
-    return build_video_head(
-        inputs.feature_shape,
-        NUM_FRAMES,
-        num_classes,
-        temporal="tcn",
-        width=128,
-        dropout=0.5,
-        seed=SEED,
-        temporal_options=dict(filters=128, pool="attention"),
-    )
-
-
-def prepare(index, cached: bool, cache_dir: str, image_size: int):
-    return prepare_video_inputs(
+def prepare(spec: VideoExperiment, index, data_dir: str, cached: bool, cache_dir: str):
+    """`spec`'s VideoData for `index` (what `load_video_data` prepares), cached or not."""
+    inputs = prepare_video_inputs(
         index,
-        NUM_FRAMES,
-        "uniform",
-        image_size,
-        "mobilenet_v2",
-        "none",
+        spec.num_frames,
+        spec.sampling,
+        spec.resolved_image_size(),
+        spec.backbone,
+        spec.backbone_weights,
+        feature_maps=spec.frame_attention != "none",
+        crop_bbox=spec.crop_bbox,
         feature_cache=cached,
         cache_dir=cache_dir,
-        batch_size=BATCH,
-        seed=SEED,
+        batch_size=spec.batch_size,
+        seed=spec.seed,
     )
+    return VideoData(index, inputs, data_dir, spec.resolved_image_size())
 
 
 class FitParts(keras.callbacks.Callback):
@@ -101,21 +89,17 @@ class FitParts(keras.callbacks.Callback):
         )
 
 
-def one_run(index, cached: bool, cache_dir: str, args) -> tuple[float, float, dict, str]:
-    epochs = args.epochs
+def one_run(
+    spec: VideoExperiment, index, data_dir: str, cached: bool, cache_dir: str
+) -> tuple[float, float, dict, str]:
+    epochs = spec.epochs
     start = time.perf_counter()
-    inputs = prepare(index, cached, cache_dir, args.image_size)
+    data = prepare(spec, index, data_dir, cached, cache_dir)
+    inputs = data.inputs
     prepared = time.perf_counter() - start
     num_classes = len(index.class_names)
-    model = inputs.wrap_head(make_head(inputs, num_classes))
-    cfg = TrainConfig(
-        epochs=epochs, batch_size=BATCH, lr=1e-3, weight_decay=1e-4, label_smoothing=0.0, seed=SEED
-    )
-    model.compile(
-        optimizer=make_optimizer(cfg, inputs.steps_per_epoch, model),
-        loss=make_loss(cfg),
-        metrics=["accuracy"],
-        steps_per_execution=execution_size(args.steps_per_execution, inputs.steps_per_epoch),
+    model = compile_for_training(
+        lambda: video.build_model(spec, data), spec, inputs.steps_per_epoch
     )
 
     def one_hot(x, y):
@@ -139,41 +123,56 @@ def one_run(index, cached: bool, cache_dir: str, args) -> tuple[float, float, di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=20)
+    defaults = VideoExperiment()
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--clips-per-class", type=int, default=20)
-    parser.add_argument("--image-size", type=int, default=96, help="96: synthetic; 224: WLASL")
-    parser.add_argument("--steps-per-execution", type=int, default=32)
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=defaults.resolved_image_size(),
+        help="96: synthetic; 224: WLASL",
+    )
+    parser.add_argument("--steps-per-execution", type=int, default=defaults.steps_per_execution)
     args = parser.parse_args()
+    spec = defaults.replace(
+        epochs=args.epochs,
+        image_size=args.image_size,
+        steps_per_execution=args.steps_per_execution,
+        synthetic_clips_per_class=args.clips_per_class,
+        backbone_weights="none",
+    )
 
     with tempfile.TemporaryDirectory(prefix="video_epochs_") as tmp:
         t0 = time.perf_counter()
         data_dir = ensure_synthetic_videos(
-            root=f"{tmp}/synthetic", clips_per_class=args.clips_per_class
+            root=f"{tmp}/synthetic", clips_per_class=spec.synthetic_clips_per_class
         )
-        index = load_wlasl(data_dir, "test", None, "frequency")
+        index = load_wlasl(data_dir, spec.val_split, spec.limit_classes or None, spec.class_order)
         print(f"{index.summary_line()}  (generated in {time.perf_counter() - t0:.1f} s)")
         print(
-            f"{args.epochs} epochs, batch {BATCH}, {NUM_FRAMES} frames, {args.image_size}px, "
-            "random mobilenet_v2 encoder (calibrated), tcn head, "
-            f"steps_per_execution {args.steps_per_execution} (cut to a divisor of the epoch)"
+            f"{spec.epochs} epochs, batch {spec.batch_size}, {spec.num_frames} frames, "
+            f"{spec.resolved_image_size()}px, random {spec.backbone} encoder (calibrated), "
+            f"{spec.temporal} head, steps_per_execution {spec.steps_per_execution} (cut to a "
+            "divisor of the epoch)"
         )
 
-        t_cached, p_cached, last_c, parts_c = one_run(index, True, f"{tmp}/cache", args)
+        t_cached, p_cached, last_c, parts_c = one_run(spec, index, data_dir, True, f"{tmp}/cache")
         print(f"cached:   {t_cached:7.1f} s  (of which prepare incl. features {p_cached:.1f} s)")
         print(f"          {parts_c}")
         print(f"          last epoch {last_c}")
-        t_plain, p_plain, last_p, parts_p = one_run(index, False, f"{tmp}/unused", args)
+        t_plain, p_plain, last_p, parts_p = one_run(spec, index, data_dir, False, f"{tmp}/unused")
         print(f"uncached: {t_plain:7.1f} s  (of which prepare {p_plain:.1f} s)")
         print(f"          {parts_p}")
         print(f"          last epoch {last_p}")
         print(f"speed-up uncached/cached: {t_plain / t_cached:.1f}x  (goal >= 10x)")
 
         # Same head weights, cached features vs frames through the frozen encoder.
-        cached = prepare(index, True, f"{tmp}/cache", args.image_size)  # all hits now
-        plain = prepare(index, False, f"{tmp}/unused", args.image_size)
-        head = make_head(cached, len(index.class_names))
-        logits_c = head.predict(cached.val, verbose=0)
-        logits_p = plain.wrap_head(head).predict(plain.val, verbose=0)
+        cached = prepare(spec, index, data_dir, True, f"{tmp}/cache")  # all hits now
+        plain = prepare(spec, index, data_dir, False, f"{tmp}/unused")
+        keras.utils.set_random_seed(spec.seed)
+        head = video.build_model(spec, cached)  # the head: cached inputs wrap nothing
+        logits_c = head.predict(cached.inputs.val, verbose=0)
+        logits_p = plain.inputs.wrap_head(head).predict(plain.inputs.val, verbose=0)
         diff = float(np.abs(logits_c - logits_p).max())
         print(
             f"validation logits ({len(logits_c)} clips): max |cached - uncached| = {diff:.2e}  "
