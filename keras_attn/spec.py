@@ -42,6 +42,7 @@ def setting(
     group: str = "training",
     in_config: bool = True,
     flag: bool = True,
+    aliases: tuple[str, ...] = (),
 ):
     """A spec field.
 
@@ -55,6 +56,7 @@ def setting(
         in_config: False for settings that say where a run goes or how to treat an
             old one (`--run-dir`, `--overwrite`), not what it computes.
         flag: False for a setting with no command-line flag (derived ones).
+        aliases: other flags for the same setting (an older name).
     """
     metadata = dict(
         help=help,
@@ -64,6 +66,7 @@ def setting(
         group=group,
         in_config=in_config,
         flag=flag,
+        aliases=aliases,
     )
     return dataclasses.field(default=default, metadata=metadata)
 
@@ -134,6 +137,8 @@ class Spec:
     PRESETS: ClassVar[dict[str, dict]] = {}
     # Written before the config's hash in a run's directory name.
     NAME_FIELDS: ClassVar[tuple[str, ...]] = ()
+    # Settings renamed since runs were made: old name -> new name (config.json read back).
+    RENAMED: ClassVar[dict[str, str]] = {}
 
     # -- declaration -------------------------------------------------------------------
     @classmethod
@@ -224,7 +229,7 @@ class Spec:
             options.update(type=kind, metavar=meta["metavar"])
             if choices is not None and meta["metavar"] is None:
                 options["metavar"] = "|".join(map(str, choices))
-        group.add_argument(_flag(field.name), **options)
+        group.add_argument(_flag(field.name), *meta["aliases"], **options)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, overrides: dict | None = None, **fixed) -> Spec:
@@ -258,8 +263,14 @@ class Spec:
         return data
 
     @classmethod
+    def upgrade(cls, values: dict) -> dict:
+        """Settings as an older version wrote them, under today's names."""
+        return {cls.RENAMED.get(k, k): v for k, v in values.items()}
+
+    @classmethod
     def from_dict(cls, values: dict) -> Spec:
         """A validated spec from settings by name; an unknown name is a one-line error."""
+        values = cls.upgrade(values)
         unknown = sorted(set(values) - set(cls.names()))
         if unknown:
             raise UserError(f"unknown setting(s) for the {cls.__name__}: {', '.join(unknown)}")

@@ -28,12 +28,19 @@ def steps_per_epoch(data: ImageData, batch_size: int) -> int:
 
 
 def _loader(images: np.ndarray | None, paths: np.ndarray | None, size: int):
-    """index -> uint8 (size, size, 3), gathering from memory or reading the file."""
+    """index -> uint8 (size, size, 3), gathering from memory or reading the file; grey
+    (N, H, W) arrays (the MNIST family) stay grey in memory and become RGB here."""
     if images is not None:
         table = tf.constant(images)
+        grey = images.ndim == 3
+
+        def gather(i):
+            image = tf.gather(table, i)
+            return tf.image.grayscale_to_rgb(image[..., None]) if grey else image
+
         if images.shape[1:3] == (size, size):
-            return lambda i: tf.gather(table, i)
-        return lambda i: tf.ensure_shape(resize_uint8(tf.gather(table, i), size), [size, size, 3])
+            return gather
+        return lambda i: tf.ensure_shape(resize_uint8(gather(i), size), [size, size, 3])
     table = tf.constant(paths, tf.string)
     return lambda i: load_image(tf.gather(table, i), size)
 
@@ -95,16 +102,26 @@ def train_dataset(
 
 def val_dataset(data: ImageData, batch_size: int) -> tf.data.Dataset:
     """Validation images in a fixed order, unaugmented, batched; decoded files are cached."""
-    load = _loader(data.val_images, data.val_paths, data.image_size)
-    labels = tf.constant(data.val_labels, tf.int32)
-    ds = tf.data.Dataset.range(data.num_val).map(
-        lambda i: (load(i), tf.gather(labels, i)),
+    return _fixed_dataset(data, data.val_images, data.val_paths, data.val_labels, batch_size)
+
+
+def test_dataset(data: ImageData, batch_size: int) -> tf.data.Dataset | None:
+    """The test split like validation (None when the source has none)."""
+    if data.test_labels is None or not len(data.test_labels):
+        return None
+    return _fixed_dataset(data, data.test_images, data.test_paths, data.test_labels, batch_size)
+
+
+def _fixed_dataset(data: ImageData, images, paths, labels, batch_size) -> tf.data.Dataset:
+    load = _loader(images, paths, data.image_size)
+    table = tf.constant(labels, tf.int32)
+    ds = tf.data.Dataset.range(len(labels)).map(
+        lambda i: (load(i), tf.gather(table, i)),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
-    stored = data.val_images
-    decoded = stored is None or stored.shape[1:3] != (data.image_size, data.image_size)
-    if decoded and fits_in_memory(data.num_val, data.image_size, data.memory_limit_gb):
+    decoded = images is None or images.shape[1:3] != (data.image_size, data.image_size)
+    if decoded and fits_in_memory(len(labels), data.image_size, data.memory_limit_gb):
         ds = ds.cache()  # decode or resize once
     ds = ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y))
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -7,10 +7,11 @@ so the class is neither in the colour nor in global image statistics, only in th
 target's outline: the cluttered-MNIST idea with shapes.
 
 Generated once, deterministically from its seed, into
-`root/shapes-k{K}-n{train}-{val}-s{size}-seed{seed}/` as `train/<class>/*.png`,
-`val/<class>/*.png` and `boxes.csv` (split, path, label, class_name, y0, x0, y1, x1:
-the target's box, normalised). The folder is built under a temporary name and renamed
-into place with its `COMPLETE` marker, so an interrupted run leaves nothing that looks finished.
+`root/shapes-k{K}-n{train}-{val}-{test}-s{size}-seed{seed}/` as `train/<class>/*.png`,
+`val/<class>/*.png`, `test/<class>/*.png` and `boxes.csv` (split, path, label,
+class_name, y0, x0, y1, x1: the target's box, normalised). The folder is built under a
+temporary name and renamed into place with its `COMPLETE` marker, so an interrupted run
+leaves nothing that looks finished.
 
     python -m keras_attn.data.synthetic_images --sheet /tmp/sheet.png
 """
@@ -151,9 +152,11 @@ def render(
     return image, box
 
 
-def dataset_dir(root, num_classes, train_per_class, val_per_class, image_size, seed) -> Path:
-    name = f"shapes-k{num_classes}-n{train_per_class}-{val_per_class}-s{image_size}-seed{seed}"
-    return Path(root) / name
+def dataset_dir(
+    root, num_classes, train_per_class, val_per_class, image_size, seed, test_per_class=100
+) -> Path:
+    counts = f"{train_per_class}-{val_per_class}-{test_per_class}"
+    return Path(root) / f"shapes-k{num_classes}-n{counts}-s{image_size}-seed{seed}"
 
 
 def ensure_synthetic_images(
@@ -163,21 +166,28 @@ def ensure_synthetic_images(
     val_per_class: int = 100,
     image_size: int = 64,
     seed: int = 0,
+    test_per_class: int = 100,
 ) -> Path:
-    """Generate the cluttered-shapes set unless already complete; return its directory."""
+    """Generate the cluttered-shapes set unless already complete; return its directory.
+
+    Each image depends only on (seed, split, class, index), so the train and val images
+    are the same whatever the test split's size.
+    """
     if not 2 <= num_classes <= MAX_CLASSES:
         raise UserError(f"synthetic images support 2 to {MAX_CLASSES} classes, got {num_classes}")
-    if train_per_class < 1 or val_per_class < 1:
-        raise UserError("synthetic images need at least 1 train and 1 val image per class")
+    if min(train_per_class, val_per_class, test_per_class) < 1:
+        raise UserError("synthetic images need at least 1 train, val and test image per class")
     if image_size < 16:
         raise UserError(f"synthetic images need an image size of at least 16, got {image_size}")
-    final = dataset_dir(root, num_classes, train_per_class, val_per_class, image_size, seed)
+    final = dataset_dir(
+        root, num_classes, train_per_class, val_per_class, image_size, seed, test_per_class
+    )
     if (final / "COMPLETE").exists():
         return final
     classes = sorted(list(SHAPES)[:num_classes])  # the order a folder loader gives
     with atomic_directory(final, lambda folder: (folder / "COMPLETE").exists()) as tmp:
         rows = []
-        splits = (("train", train_per_class), ("val", val_per_class))
+        splits = (("train", train_per_class), ("val", val_per_class), ("test", test_per_class))
         for split_id, (split, count) in enumerate(splits):
             for label, name in enumerate(classes):
                 (tmp / split / name).mkdir(parents=True)

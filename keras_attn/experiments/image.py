@@ -13,14 +13,15 @@ from pathlib import Path
 import keras
 
 from keras_attn.data.image_pipeline import AUGMENTATIONS
-from keras_attn.data.images import SOURCES, ImageData, load_image_data
+from keras_attn.data.images import SOURCES, Clutter, ImageData, load_image_data
 from keras_attn.data.images import steps_per_epoch as image_steps_per_epoch
+from keras_attn.data.images import test_dataset as image_test_dataset
 from keras_attn.data.images import train_dataset as image_train_dataset
 from keras_attn.data.images import val_dataset as image_val_dataset
 from keras_attn.layers import attention_names
 from keras_attn.models.backbones import BACKBONES
 from keras_attn.models.image import build_image_model, check_image_model_choices
-from keras_attn.spec import at_least, fraction, like, open_fraction, setting
+from keras_attn.spec import at_least, fraction, like, non_negative, open_fraction, setting
 from keras_attn.training.config import TrainingSpec
 from keras_attn.training.run import run_training
 
@@ -49,20 +50,49 @@ class ImageExperiment(TrainingSpec):
         ),
     }
     NAME_FIELDS = ("data", "backbone", "attention")
+    RENAMED = {"synthetic_per_class": "train_per_class"}
 
     preset: str | None = setting(None, "a named set of defaults (flags given override it)")
     data: str = setting("synthetic", "data source", choices=SOURCES, group="data")
     data_dir: str | None = setting(
-        None, "folder data: class-per-subfolder, optional train/ val/", group="data"
+        None,
+        "folder data: class-per-subfolder, optional train/ val/ test/; MNIST family: the "
+        "folder with the four IDX files (default: the Keras cache, then Debian's package)",
+        group="data",
     )
     image_size: int | None = setting(
         None, "side in pixels (default per data source)", check=at_least(8), group="data"
     )
     val_fraction: float = setting(
-        0.2, "folder without val/: held-out share", check=open_fraction, group="data"
+        0.2,
+        "share of each class carved from the training set for validation (folders without "
+        "val/, CIFAR, the MNIST family)",
+        check=open_fraction,
+        group="data",
     )
-    synthetic_per_class: int = setting(
-        400, "synthetic train images per class", check=at_least(1), group="data"
+    train_per_class: int | None = setting(
+        None,
+        "keep N training images per class, the same N for every variant at a seed (val and "
+        "test stay whole); synthetic: N generated, default 400",
+        metavar="N",
+        check=at_least(1),
+        group="data",
+        aliases=("--synthetic-per-class",),
+    )
+    canvas: int = setting(
+        60, "cluttered MNIST family: canvas side", check=at_least(28), group="data"
+    )
+    distractors: int = setting(
+        4, "cluttered MNIST family: distractor patches per image", check=non_negative, group="data"
+    )
+    distractor_size: int = setting(
+        8, "cluttered MNIST family: distractor patch side", check=at_least(1), group="data"
+    )
+    download: bool = setting(
+        False,
+        "let Keras download MNIST / Fashion-MNIST when no local copy is found",
+        group="data",
+        in_config=False,
     )
     augment: str = setting(
         "auto",
@@ -105,7 +135,9 @@ def load_data(spec: ImageExperiment, split_seed: int | None = None) -> ImageData
         spec.image_size,
         seed=spec.seed if split_seed is None else split_seed,
         val_fraction=spec.val_fraction,
-        train_per_class=spec.synthetic_per_class,
+        train_per_class=spec.train_per_class,
+        clutter=Clutter(spec.canvas, spec.distractors, spec.distractor_size),
+        allow_download=spec.download,
     )
     if spec.augment != "auto":
         data = dataclasses.replace(data, augment=spec.augment)
@@ -141,13 +173,15 @@ def train(
     spec: ImageExperiment,
     data: ImageData | None = None,
     run_dir: str | Path | None = None,
+    evaluate_test: bool = True,
     **trainer_options,
 ) -> dict:
     """Trains (or resumes, or reports) one image run; returns its summary.
 
     `data` defaults to `load_data(spec)`; `run_dir` to `--run-dir`, else a name from
-    the resolved config. `trainer_options` go to `run_training` (callbacks, a model
-    built by the tuner, progress bar).
+    the resolved config. With `evaluate_test` the best-val model is scored once on the
+    test split at the end (a tuner's trials leave it off: they must not see test).
+    `trainer_options` go to `run_training` (callbacks, a model built by the tuner).
     """
     data = data or load_data(spec)
     spec = resolved(spec, data)
@@ -160,9 +194,12 @@ def train(
         Path(run_dir) if run_dir else default_run_dir(spec),
         summary_extra=dict(
             class_names=data.class_names,
-            num_train=len(data.train_labels),
-            num_val=len(data.val_labels),
+            num_train=data.num_train,
+            num_val=data.num_val,
+            num_test=data.num_test,
+            data_origin=data.origin,
             skipped_files=data.skipped_files,
         ),
+        test_data=image_test_dataset(data, spec.batch_size) if evaluate_test else None,
         **trainer_options,
     )

@@ -71,7 +71,7 @@ KINDS = {
         dict(
             attention="none,channel,spatial,cbam",
             image_size=48,
-            synthetic_per_class=200,
+            train_per_class=200,
             batch_size=32,
             epochs=25,
         ),

@@ -58,7 +58,7 @@ def prepare_run_dir(run_dir: Path, spec: TrainingSpec) -> None:
     if run_dir.exists() and spec.overwrite:
         shutil.rmtree(run_dir)
     if config_path.exists():
-        changed = _differences(read_json(config_path), config, defaults)
+        changed = _differences(type(spec).upgrade(read_json(config_path)), config, defaults)
         if changed:
             raise UserError(
                 f"{run_dir} holds a run with a different config (differs in: "
@@ -122,6 +122,7 @@ def run_training(
     model: keras.Model | None = None,
     initial_epoch: int = 0,
     until_epoch: int | None = None,
+    test_data: tf.data.Dataset | None = None,
 ) -> dict:
     """Trains (or resumes, or just reports) the run in `run_dir`; returns its summary.
 
@@ -142,6 +143,8 @@ def run_training(
             continuing an earlier trial); the schedule continues from there too.
         until_epoch: stop after this epoch of the `cfg.epochs` the schedule spans
             (a Hyperband round); default: all of them.
+        test_data: batches like `val_data`; once the run is complete, `best.keras` (chosen
+            on validation) is evaluated on it once, into `test_accuracy` / `test_loss`.
     """
     cfg.validate()
     run_dir = Path(run_dir)
@@ -156,6 +159,9 @@ def run_training(
     if summary.get("status") == "completed":
         print(f"{run_dir} is already complete; nothing to do.")
         print(f"Best val_acc = {summary['best_val_accuracy']:.4f}")
+        if test_data is not None and "test_accuracy" not in summary:
+            summary.update(evaluate_best(run_dir, cfg, test_data))
+            atomic_write_json(summary_path, summary)
         return summary
 
     backup_dir = run_dir / "backup"
@@ -258,4 +264,22 @@ def run_training(
     write_summary("completed", epochs_done, stopped_early=stopped_early)
     if best.best_epoch:
         print(f"Best val_acc = {best.best:.4f}")
+    if test_data is not None and best.best_epoch:
+        summary.update(evaluate_best(run_dir, cfg, test_data))
+        atomic_write_json(summary_path, summary)
+        print(
+            f"Test (best-val model, epoch {best.best_epoch}): "
+            f"accuracy {summary['test_accuracy']:.4f}, loss {summary['test_loss']:.4f}"
+        )
     return summary
+
+
+def evaluate_best(run_dir: Path, cfg: TrainingSpec, test_data: tf.data.Dataset) -> dict:
+    """`best.keras` on the test split, once: the only place a run touches test data, and
+    nothing is chosen from what it returns."""
+    model = keras.saving.load_model(Path(run_dir) / "best.keras", compile=False)
+    model.compile(loss=make_loss(cfg), metrics=["accuracy"])
+    result = model.evaluate(
+        test_data.map(_one_hot(int(model.output.shape[-1]))), return_dict=True, verbose=0
+    )
+    return dict(test_accuracy=float(result["accuracy"]), test_loss=float(result["loss"]))
