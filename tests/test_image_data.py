@@ -70,13 +70,37 @@ def test_presplit_folder_uses_train_and_val(tmp_path):
     assert data.skipped_files == [] and data.augment == "resized_crop"
 
 
-def test_test_folder_counts_as_val_and_default_size(tmp_path):
+def test_a_test_folder_is_the_test_split_and_validation_is_carved_from_train(tmp_path):
     for name in ("ant", "bee"):
-        _png(tmp_path / "train" / name / "a.png", COLOURS[name])
+        for i in range(3):
+            _png(tmp_path / "train" / name / f"{i}.png", COLOURS[name])
         _png(tmp_path / "test" / name / "a.png", COLOURS[name])
     data = load_image_data("folder", str(tmp_path), None, seed=0)
-    assert data.image_size == 128 and data.train_images.shape == (2, 128, 128, 3)
-    assert data.val_labels.tolist() == [0, 1]
+    assert data.image_size == 128 and data.train_images.shape == (4, 128, 128, 3)
+    assert data.val_labels.tolist() == [0, 1]  # one of each class's three, not test/
+    assert data.test_labels.tolist() == [0, 1] and data.num_test == 2
+    for name, label in (("ant", 0), ("bee", 1)):
+        assert (data.test_images[label] == COLOURS[name]).all()
+
+
+def test_val_and_test_folders_are_both_kept(tmp_path):
+    for split, count in (("train", 2), ("val", 1), ("test", 2)):
+        for name in ("ant", "bee"):
+            for i in range(count):
+                _png(tmp_path / split / name / f"{i}.png", COLOURS[name])
+    data = load_image_data("folder", str(tmp_path), None, seed=0)
+    assert (data.num_train, data.num_val, data.num_test) == (4, 2, 4)
+
+
+def test_train_per_class_keeps_the_same_images_per_seed_and_leaves_val_whole(tmp_path):
+    _flat_folder(tmp_path, per_class=10)
+    a = load_image_data("folder", str(tmp_path), 16, seed=3, train_per_class=2)
+    b = load_image_data("folder", str(tmp_path), 16, seed=3, train_per_class=2)
+    whole = load_image_data("folder", str(tmp_path), 16, seed=3)
+    assert np.bincount(a.train_labels).tolist() == [2, 2, 2]
+    np.testing.assert_array_equal(a.train_images, b.train_images)
+    np.testing.assert_array_equal(a.val_images, whole.val_images)
+    assert whole.num_train == 24 and a.num_val == whole.num_val == 6
 
 
 def test_stratified_split_is_deterministic_per_seed(tmp_path):

@@ -10,7 +10,7 @@ from keras_attn.data.images import load_image_data
 from keras_attn.data.synthetic_images import SHAPES, ensure_synthetic_images
 from keras_attn.errors import UserError
 
-SMALL = dict(num_classes=3, train_per_class=4, val_per_class=2, image_size=32)
+SMALL = dict(num_classes=3, train_per_class=4, val_per_class=2, test_per_class=3, image_size=32)
 
 
 def _rows(directory):
@@ -20,14 +20,15 @@ def _rows(directory):
 
 def test_layout_csv_and_marker(tmp_path):
     directory = ensure_synthetic_images(tmp_path, seed=0, **SMALL)
-    assert directory == tmp_path / "shapes-k3-n4-2-s32-seed0"
+    assert directory == tmp_path / "shapes-k3-n4-2-3-s32-seed0"
     assert (directory / "COMPLETE").exists()
     classes = sorted(list(SHAPES)[:3])
     assert sorted(p.name for p in (directory / "train").iterdir()) == classes
     assert all(name == name.lower() for name in classes)
     rows = _rows(directory)
     assert list(rows[0]) == ["split", "path", "label", "class_name", "y0", "x0", "y1", "x1"]
-    assert [r["split"] for r in rows].count("val") == 6 and len(rows) == 18
+    splits = [r["split"] for r in rows]
+    assert splits.count("val") == 6 and splits.count("test") == 9 and len(rows) == 27
     for row in rows:
         image = cv2.imread(str(directory / row["path"]), cv2.IMREAD_UNCHANGED)
         assert image.shape == (32, 32, 3) and image.dtype == np.uint8
@@ -43,9 +44,18 @@ def test_generation_is_deterministic_per_seed(tmp_path):
     b = ensure_synthetic_images(tmp_path / "b", seed=7, **SMALL)
     c = ensure_synthetic_images(tmp_path / "c", seed=8, **SMALL)
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 18 + 2
+    assert len(files) == 27 + 2
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
     assert (a / "boxes.csv").read_bytes() != (c / "boxes.csv").read_bytes()
+
+
+def test_the_test_split_leaves_train_and_val_images_as_they_were(tmp_path):
+    # The default image run's train and val images must not depend on the test split.
+    a = ensure_synthetic_images(tmp_path / "a", **{**SMALL, "test_per_class": 1})
+    b = ensure_synthetic_images(tmp_path / "b", **SMALL)
+    shared = sorted(p.relative_to(a) for p in a.rglob("*.png") if p.parts[-3] != "test")
+    assert len(shared) == 18
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in shared)
 
 
 def test_complete_set_is_reused_and_half_written_one_regenerated(tmp_path):
@@ -81,11 +91,12 @@ def test_classes_are_not_separable_by_global_colour_statistics(tmp_path):
 
 
 def test_load_synthetic_fills_val_boxes_in_val_order(tmp_path):
-    options = dict(num_classes=3, train_per_class=4, val_per_class=2)
+    options = dict(num_classes=3, train_per_class=4, val_per_class=2, test_per_class=2)
     data = load_image_data("synthetic", str(tmp_path), None, seed=0, **options)
     assert data.source == "synthetic" and data.image_size == 64 and data.augment == "crop_pad"
     assert data.train_images.shape == (12, 64, 64, 3) and data.num_val == 6
-    directory = tmp_path / "shapes-k3-n4-2-s64-seed0"
+    assert data.num_test == 6 and data.test_boxes.shape == (6, 4)
+    directory = tmp_path / "shapes-k3-n4-2-2-s64-seed0"
     val_rows = sorted((r for r in _rows(directory) if r["split"] == "val"), key=lambda r: r["path"])
     expected = [[float(r[k]) for k in ("y0", "x0", "y1", "x1")] for r in val_rows]
     np.testing.assert_allclose(data.val_boxes, expected)
