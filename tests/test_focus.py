@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_attn.layers import SpatialAttention
 from keras_attn.models.image import build_image_model
 from keras_attn.models.video import build_video_head
 from keras_attn.study.focus import (
@@ -190,6 +191,63 @@ def test_image_focus_without_attention_map_and_between_images(tmp_path):
     focus.on_train_end()
 
 
+def _tiny_attention_model():
+    """8x8 images -> one spatial gate sigmoid(0.01 (mean_c + max_c) - 2) -> pooled -> 3 logits,
+    class k's logit is the mean of attended channel k."""
+    inputs = keras.Input((8, 8, 3))
+    block = SpatialAttention(kernel_size=1, use_batchnorm=False, name="head_attention")
+    attended, _ = block(inputs, return_attention=True)
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(attended)
+    logits = keras.layers.Dense(3, use_bias=False, name="logits")(pooled)
+    model = keras.Model(inputs, logits)
+    block.conv.set_weights([np.full((1, 1, 2, 1), 0.01), np.array([-2.0])])
+    model.get_layer("logits").set_weights([np.eye(3)])
+    return model
+
+
+def test_image_focus_values_end_to_end_on_a_tiny_model(tmp_path):
+    images = np.zeros((2, 8, 8, 3), "float32")
+    images[0, :4, :4] = 255.0
+    images[1, 4:, 4:] = 255.0
+    boxes = np.array([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])
+    focus = ImageFocus(images, [0, 0], boxes, tmp_path)
+    focus.set_model(_tiny_attention_model())
+    logs = {}
+    focus.on_epoch_end(0, logs)
+    # The gate is sigmoid(0.01 * (255 + 255) - 2) on the bright quarter, sigmoid(-2) elsewhere.
+    inside, outside = 1 / (1 + np.exp(-3.1)), 1 / (1 + np.exp(2.0))
+    assert logs["focus_attention"] == pytest.approx(16 * inside / (16 * inside + 48 * outside))
+    # Class 0 reads only channel 0 of the attended map, which is zero off the bright quarter.
+    assert logs["focus_gradcam"] == pytest.approx(1.0)
+    assert logs["focus_chance"] == pytest.approx(0.25)
+
+
+def _forbidden(*args, **kwargs):
+    raise AssertionError("the focus code copied a model or its weights")
+
+
+def test_focus_reads_the_models_own_graph_and_copies_nothing(tmp_path, spatial_model, monkeypatch):
+    head = build_video_head((16,), 6, 3, temporal="attention", width=8, seed=0)
+    features, mask, in_sign = _clips()
+    for owner, name in [
+        (keras.models, "clone_model"),
+        (keras.layers.Layer, "get_weights"),
+        (keras.layers.Layer, "set_weights"),
+    ]:
+        monkeypatch.setattr(owner, name, _forbidden)
+    monkeypatch.setattr(keras.layers.Layer, "from_config", classmethod(_forbidden))
+    image_focus = ImageFocus(_images(2), [0, 1], [[0, 0, 1, 0.5]] * 2, tmp_path)
+    temporal_focus = TemporalFocus(features, mask, in_sign)
+    logs = {}
+    for focus, model in [(image_focus, spatial_model), (temporal_focus, head)]:
+        focus.set_model(model)
+        focus.on_epoch_end(0, logs)
+        # No layer was called again, and the callback keeps no model but the one it measures.
+        assert all(len(layer._inbound_nodes) == 1 for layer in model.layers)
+        assert all(v is model for v in vars(focus).values() if isinstance(v, keras.Model))
+    assert {"focus_attention", "focus_gradcam", "focus_temporal"} <= set(logs)
+
+
 # --- TemporalFocus ------------------------------------------------------------------------
 
 LENGTHS = np.array([6, 4, 3, 5])
@@ -240,3 +298,13 @@ def test_temporal_weights_of_last_and_learned_pooling():
     focus.on_epoch_end(0, logs)
     expected = np.mean((weights * in_sign).sum(axis=1) / weights.sum(axis=1))
     assert logs["focus_temporal"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_temporal_weights_of_a_model_loaded_from_a_keras_file(tmp_path):
+    features, mask, _ = _clips()
+    head = build_video_head((16,), 6, 3, temporal="tcn", width=8, seed=0)
+    head.save(tmp_path / "best.keras")
+    loaded = keras.saving.load_model(tmp_path / "best.keras")
+    np.testing.assert_array_equal(
+        temporal_weights(loaded, features, mask), temporal_weights(head, features, mask)
+    )

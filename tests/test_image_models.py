@@ -1,12 +1,38 @@
-"""Image model builders: shapes, shared initial weights across attention variants, maps."""
+"""Image model builders: shapes, shared initial weights across attention variants, maps.
+
+Backend-neutral (numpy and keras.ops only): CI also runs this file with KERAS_BACKEND=jax.
+"""
+
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
+from keras import ops
 
 from keras_attn.errors import UserError
+from keras_attn.models import attention_layers, attention_model, build_image_model
 from keras_attn.models.backbones import mobilenet
-from keras_attn.models.image import attention_layers, attention_map_model, build_image_model
+
+SIZE = 32
+
+
+def _pixels(n, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, SIZE, SIZE, 3)).astype("float32")
+
+
+def _legacy(model):
+    """The same layers and weights in the graph a model had before its maps were graph
+    tensors (what an old best.keras holds): no block is called with `return_attention`."""
+    config = model.get_config()
+    for layer in config["layers"]:
+        for node in layer["inbound_nodes"]:
+            node["kwargs"].pop("return_attention", None)
+    legacy = keras.Model.from_config(config)
+    legacy.set_weights(model.get_weights())
+    return legacy
 
 
 @pytest.mark.parametrize(
@@ -19,8 +45,8 @@ from keras_attn.models.image import attention_layers, attention_map_model, build
     ],
 )
 def test_every_backbone_maps_pixels_to_logits(backbone, attention):
-    model = build_image_model(5, 32, backbone=backbone, attention=attention, seed=0)
-    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    model = build_image_model(5, SIZE, backbone=backbone, attention=attention, seed=0)
+    x = _pixels(2)
     logits = model.predict(x, verbose=0)
     assert logits.shape == (2, 5) and np.isfinite(logits).all()
     expected_blocks = 3 if backbone == "small_cnn" else 1
@@ -36,20 +62,115 @@ def test_same_seed_gives_same_initial_weights_in_shared_layers(backbone):
     assert "logits" in shared and len(shared) > 5
     for name in shared:
         for a, b in zip(plain.get_layer(name).weights, cbam.get_layer(name).weights, strict=True):
-            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
-    kernel = plain.get_layer("logits").kernel.numpy()
-    assert not np.array_equal(kernel, other_seed.get_layer("logits").kernel.numpy())
+            np.testing.assert_array_equal(
+                ops.convert_to_numpy(a), ops.convert_to_numpy(b), err_msg=name
+            )
+    kernel = ops.convert_to_numpy(plain.get_layer("logits").kernel)
+    assert not np.array_equal(kernel, ops.convert_to_numpy(other_seed.get_layer("logits").kernel))
 
 
-def test_attention_map_model_gives_spatial_maps_in_unit_range():
-    model = build_image_model(3, 32, backbone="small_cnn", attention="spatial", seed=0)
-    maps = attention_map_model(model, "stage1_attention")
-    x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-    a = maps.predict(x, verbose=0)
-    assert a.shape == (2, 32, 32, 1)
-    assert a.min() >= 0 and a.max() <= 1
-    last = attention_map_model(model).predict(x, verbose=0)
-    assert last.shape == (2, 8, 8, 1)
+# small_cnn at 32 px: stages of 32x32, 16x16 and 8x8 with 32, 64 and 128 channels.
+SMALL_CNN_SPATIAL = {
+    "spatial_map_stage1": (32, 32, 1),
+    "spatial_map_stage2": (16, 16, 1),
+    "spatial_map_stage3": (8, 8, 1),
+}
+SMALL_CNN_CHANNEL = {
+    "channel_weights_stage1": (1, 1, 32),
+    "channel_weights_stage2": (1, 1, 64),
+    "channel_weights_stage3": (1, 1, 128),
+}
+
+
+@pytest.mark.parametrize(
+    ("backbone", "attention", "expected"),
+    [
+        ("small_cnn", "spatial", SMALL_CNN_SPATIAL),
+        ("small_cnn", "channel", SMALL_CNN_CHANNEL),
+        ("densenet", "linear", {"spatial_map_head": (16, 16, 1)}),
+    ],
+)
+def test_attention_model_returns_the_logits_and_every_map(backbone, attention, expected):
+    model = build_image_model(3, SIZE, backbone=backbone, attention=attention, seed=0)
+    sibling = attention_model(model)
+    x = _pixels(2, seed=1)
+    outputs = sibling.predict(x, verbose=0)
+    assert {k: v.shape[1:] for k, v in outputs.items()} == {"logits": (3,), **expected}
+    # One graph: the sibling's logits are the classifier's, bit for bit.
+    np.testing.assert_array_equal(outputs["logits"], model.predict(x, verbose=0))
+    for name in expected:
+        assert outputs[name].min() >= 0 and outputs[name].max() <= 1, name
+
+
+@pytest.fixture(scope="module")
+def cbam_model():
+    return build_image_model(3, SIZE, attention="cbam", seed=0)
+
+
+def test_maps_are_the_tensors_the_classifier_computes(cbam_model):
+    model = cbam_model
+    sibling = attention_model(model, feature_layer="pool")
+    block = model.get_layer("stage3_attention")
+    # The block's own second output, its input to the pooling, and the same variables:
+    # nothing was called again, cloned or copied.
+    assert sibling.output["spatial_map_stage3"] is block.output[1]
+    assert sibling.output["features"] is model.get_layer("pool").input
+    assert all(a is b for a, b in zip(sibling.weights, model.weights, strict=True))
+    assert all(len(layer._inbound_nodes) == 1 for layer in model.layers)
+    x = _pixels(2, seed=2)
+    features = keras.Model(model.input, block.input).predict(x, verbose=0)
+    _, direct = block(features, training=False, return_attention=True)
+    np.testing.assert_allclose(
+        sibling.predict(x, verbose=0)["spatial_map_stage3"],
+        ops.convert_to_numpy(direct),
+        atol=1e-6,
+    )
+
+
+def test_attention_model_of_a_model_loaded_from_keras_file(tmp_path, cbam_model):
+    model = cbam_model
+    model.save(tmp_path / "best.keras")
+    loaded = keras.saving.load_model(tmp_path / "best.keras")
+    x = _pixels(2, seed=3)
+    # The saved classifier stays single-output.
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    before = attention_model(model).predict(x, verbose=0)
+    after = attention_model(loaded).predict(x, verbose=0)
+    assert set(after) == set(before)
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+
+
+def test_maps_in_the_graph_change_no_output_and_old_files_load(tmp_path):
+    model = build_image_model(3, SIZE, attention="linear", seed=0)
+    legacy = _legacy(model)
+    x = _pixels(2, seed=4)
+    # Asking the blocks for their maps leaves the logits exactly as they were.
+    np.testing.assert_array_equal(legacy.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert [w.path for w in legacy.weights] == [w.path for w in model.weights]
+    legacy.save(tmp_path / "old.keras")
+    old = keras.saving.load_model(tmp_path / "old.keras")
+    with pytest.raises(ValueError, match="stage1_attention, stage2_attention, stage3_attention"):
+        attention_model(old)
+    # The documented way out: a new graph, the old file's weights.
+    rebuilt = build_image_model(3, SIZE, attention="linear", seed=1)
+    rebuilt.load_weights(tmp_path / "old.keras")
+    np.testing.assert_array_equal(
+        attention_model(rebuilt).predict(x, verbose=0)["logits"], old.predict(x, verbose=0)
+    )
+
+
+def test_models_package_imports_no_tensorflow():
+    code = (
+        "import sys, keras_attn.models, keras_attn.models.attention; "
+        "assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_bad_model_choices_are_one_line_user_errors():
@@ -83,4 +204,4 @@ def test_backbone_weights_from_a_file(tmp_path):
     keras.utils.set_random_seed(2)
     loaded, _ = mobilenet("mobilenet_v2", 32, str(path))
     for a, b in zip(net.weights, loaded.weights, strict=True):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
+        np.testing.assert_array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b))

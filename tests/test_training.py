@@ -77,14 +77,16 @@ def test_step_schedule_multiplies_by_gamma_every_step_epochs():
 def test_weight_decay_skips_biases_and_norm_parameters():
     keras.utils.set_random_seed(0)
     model = _build()
-    optimizer = make_optimizer(TrainingSpec(lr=0.0, weight_decay=0.5, schedule="constant"), 1, model)
+    cfg = TrainingSpec(lr=0.0, weight_decay=0.5, schedule="constant")
+    optimizer = make_optimizer(cfg, 1, model)
     before = {v.path: v.numpy().copy() for v in model.trainable_variables}
     zero = [tf.zeros_like(v) for v in model.trainable_variables]
     optimizer.apply_gradients(zip(zero, model.trainable_variables, strict=True))
     for v in model.trainable_variables:
         # With lr 0 nothing moves at all; so use lr>0 below to see decay.
         np.testing.assert_allclose(v.numpy(), before[v.path])
-    optimizer = make_optimizer(TrainingSpec(lr=0.1, weight_decay=0.5, schedule="constant"), 1, model)
+    cfg = TrainingSpec(lr=0.1, weight_decay=0.5, schedule="constant")
+    optimizer = make_optimizer(cfg, 1, model)
     optimizer.apply_gradients(zip(zero, model.trainable_variables, strict=True))
     for v in model.trainable_variables:
         changed = not np.allclose(v.numpy(), before[v.path])

@@ -44,8 +44,15 @@ def _bn_relu(x, name):
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
-def _attention(x, attention, name, seed, options):
-    return get_attention(attention, name=name, seed=layer_seed(seed, name), **options)(x)
+def attention_block(x, attention, name, seed, options):
+    """`get_attention(attention)` on x (B,h,w,C) -> (B,h,w,C), called with `return_attention`.
+
+    The map stays a tensor of the graph (the block's second output), which
+    `keras_attn.models.attention_model` exposes; only the re-weighted features go on.
+    """
+    layer = get_attention(attention, name=name, seed=layer_seed(seed, name), **options)
+    outputs, _ = layer(x, return_attention=True)
+    return outputs
 
 
 def small_cnn(x, attention="none", seed=0, widths=(32, 64, 128), attention_options=None):
@@ -60,7 +67,7 @@ def small_cnn(x, attention="none", seed=0, widths=(32, 64, 128), attention_optio
         for i in (1, 2):
             name = f"stage{stage}_conv{i}"
             x = _bn_relu(_conv(x, filters, 3, name, seed), name)
-        x = _attention(x, attention, f"stage{stage}_attention", seed, options)
+        x = attention_block(x, attention, f"stage{stage}_attention", seed, options)
         if stage < len(widths):
             x = keras.layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
     return x

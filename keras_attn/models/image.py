@@ -5,10 +5,11 @@ from __future__ import annotations
 import keras
 
 from keras_attn.errors import UserError
-from keras_attn.layers import ATTENTION, attention_names, get_attention
+from keras_attn.layers import ATTENTION, attention_names
 from keras_attn.models.backbones import (
     BACKBONES,
     PRETRAINABLE,
+    attention_block,
     densenet,
     layer_seed,
     mobilenet,
@@ -46,6 +47,8 @@ def build_image_model(
     get one on their final feature map (`head_attention`). A pretrained
     MobileNet runs with BatchNorm in inference mode, frozen or fine-tuned
     (`trainable_backbone`, default: frozen when pretrained, trained when random).
+    Every block's map is a tensor of the graph: `attention_model(model)` returns
+    the logits with `spatial_map_<stage>` (or `channel_weights_<stage>`) maps.
     """
     check_image_model_choices(backbone, attention, weights)
     options = attention_options or {}
@@ -62,9 +65,7 @@ def build_image_model(
             x = preprocess(inputs) if preprocess is not None else inputs
             # A pretrained backbone keeps its BatchNorm statistics even when fine-tuned.
             x = net(x, training=False) if pretrained else net(x)
-        x = get_attention(
-            attention, name="head_attention", seed=layer_seed(seed, "head_attention"), **options
-        )(x)
+        x = attention_block(x, attention, "head_attention", seed, options)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     if dropout:
         x = keras.layers.Dropout(
@@ -82,24 +83,3 @@ def attention_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """The model's attention blocks, in order (not the gates inside a CBAM)."""
     kinds = tuple(ATTENTION.values())
     return [layer for layer in model.layers if isinstance(layer, kinds)]
-
-
-def attention_map_model(model: keras.Model, layer_name: str | None = None) -> keras.Model:
-    """A model mapping the same inputs to one attention block's map.
-
-    `layer_name` defaults to the last attention block; the map model is a snapshot
-    of the current weights. Output: (B,h,w,1) for
-    spatial maps, (B,1,1,C) for channel weights.
-    """
-    layers = attention_layers(model)
-    if not layers:
-        raise ValueError(f"{model.name} has no attention layer")
-    layer = model.get_layer(layer_name) if layer_name else layers[-1]
-    features = keras.Model(model.inputs, layer.input)
-    # A second call of the trained layer in a new graph loses its second output
-    # (Keras 3.15), so a copy with the same weights produces the map.
-    copy = layer.__class__.from_config(layer.get_config())
-    inputs = keras.Input(model.inputs[0].shape[1:])
-    _, attention = copy(features(inputs), return_attention=True)
-    copy.set_weights(layer.get_weights())
-    return keras.Model(inputs, attention, name=f"{layer.name}_map")

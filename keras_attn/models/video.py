@@ -112,7 +112,10 @@ def build_video_head(
     """`[features (B,T,*feature_shape), mask (B,T) bool]` -> logits `(B, num_classes)`.
 
     `feature_shape` is `(D,)` for pooled features or `(h, w, C)` for feature maps,
-    which `frame_attention` ("spatial" or "cbam") re-weights before pooling.
+    which `frame_attention` ("spatial" or "cbam") re-weights before pooling. The
+    temporal module's frame weights `(B,T)` and the frame maps `(B,T,h,w,1)` are
+    tensors of the graph: `attention_model(head)` returns them as
+    `temporal_weights` and `frame_maps` beside the `logits`.
     """
     if temporal not in temporal_names():
         raise UserError(
@@ -132,11 +135,12 @@ def build_video_head(
     mask = keras.Input((num_frames,), dtype="bool", name="mask")
     x = features
     if frame_attention != "none":
-        x = FramewiseAttention(
+        # Called for its maps too, so they are tensors of the graph (`frame_maps`).
+        x, _ = FramewiseAttention(
             frame_attention,
             options={"seed": layer_seed(seed, "frame_attention")},
             name="frame_attention",
-        )(x)
+        )(x, return_attention=True)
     # Frozen features differ in scale by orders of magnitude between pretrained and
     # random encoders; normalising each frame's vector makes one set of defaults fit both.
     x = keras.layers.LayerNormalization(name="feature_norm")(x)
@@ -149,7 +153,8 @@ def build_video_head(
         name="frame_projection",
         kernel_initializer=keras.initializers.HeNormal(seed=layer_seed(seed, "frame_projection")),
     )(x)
-    x = get_temporal(temporal, **seeded("temporal"), **(temporal_options or {}))(x, mask=mask)
+    temporal_module = get_temporal(temporal, **seeded("temporal"), **(temporal_options or {}))
+    x, _ = temporal_module(x, mask=mask, return_attention=True)
     x = keras.layers.Dropout(dropout, seed=layer_seed(seed, "head_dropout"), name="head_dropout")(x)
     logits = keras.layers.Dense(
         num_classes,
@@ -163,6 +168,7 @@ def build_video_model(encoder: keras.Model, head: keras.Model, num_frames: int) 
     """`[frames (B,T,S,S,3) in [0, 255], mask (B,T)]` -> logits: encoder on every frame, then head.
 
     The path without the feature cache: the frozen encoder runs on every batch.
+    `attention_model(model)` also reaches the head's maps, on the frames.
     """
     size = encoder.input.shape[1]
     frames = keras.Input((num_frames, size, size, 3), name="frames")

@@ -22,7 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_attn.layers import IdentityAttention
-from keras_attn.models.image import attention_layers, attention_map_model
+from keras_attn.models import attention_layers, attention_model
+from keras_attn.models.attention import spatial_map_name
 from keras_attn.training.files import atomic_write_bytes
 
 BATCH_SIZE = 64
@@ -86,15 +87,17 @@ def grad_cam(
 
     relu(sum_c alpha_c A_c) with alpha_c the spatial mean of d logit / d A_c
     (Selvaraju et al., "Grad-CAM", ICCV 2017); `layer_name` should take the last
-    feature map A (B,h,w,C).
+    feature map A (B,h,w,C). A and the logits come from the model's own graph
+    (`attention_model`), so they are exactly what the classifier computes.
     """
-    probe = keras.Model(model.inputs, [model.get_layer(layer_name).input, model.outputs[0]])
+    probe = attention_model(model, feature_layer=layer_name)
     labels = np.asarray(labels, np.int32).reshape(-1)
     maps = []
     for batch in _batches(len(labels)):
         x = tf.convert_to_tensor(np.asarray(images[batch], np.float32))
         with tf.GradientTape() as tape:
-            features, logits = probe(x, training=False)
+            outputs = probe(x, training=False)
+            features, logits = outputs["features"], outputs["logits"]
             target = tf.gather(logits, labels[batch], axis=1, batch_dims=1)
         # The gradient is taken in float32 even under mixed precision.
         gradients = tf.cast(tape.gradient(target, features), tf.float32)
@@ -108,19 +111,18 @@ def spatial_attention_maps(model: keras.Model, images: np.ndarray) -> np.ndarray
     """The deepest attention block's spatial map: (N,S,S,3) -> (N,h,w), or None.
 
     None when the model has no attention block, when it is IdentityAttention
-    (its map of ones says nothing) or when it only weights channels.
+    (its map of ones says nothing) or when it only weights channels. The map is
+    the block's own output in the model's graph (`attention_model`).
     """
     layers = attention_layers(model)
     if not layers or isinstance(layers[-1], IdentityAttention):
         return None
-    layer = layers[-1]
-    map_model = attention_map_model(model, layer.name)
-    map_shape = tuple(map_model.output.shape[1:])
-    feature_shape = tuple(layer.input.shape[1:3])
-    if map_shape[-1] != 1 or (map_shape[:2] == (1, 1) and feature_shape != (1, 1)):
+    probe = attention_model(model)
+    name = spatial_map_name(layers[-1].name)
+    if name not in probe.output:
         return None
     maps = [
-        keras.ops.convert_to_numpy(map_model(np.asarray(images[b], np.float32), training=False))
+        keras.ops.convert_to_numpy(probe(np.asarray(images[b], np.float32), training=False)[name])
         for b in _batches(len(images))
     ]
     return np.concatenate(maps)[..., 0].astype(np.float32)
@@ -274,36 +276,19 @@ class ImageFocus(keras.callbacks.Callback):
             save_png(self.png_path, strip)
 
 
-def _frames_into(layer: keras.layers.Layer):
-    """The (B,T,D) frames a temporal layer was called on (its `input` also lists the mask)."""
-    tensors = layer.input if isinstance(layer.input, list | tuple) else [layer.input]
-    return next(t for t in tensors if len(t.shape) == 3)
-
-
-def _temporal_map_model(model: keras.Model) -> keras.Model:
-    """`[features (B,T,D), mask (B,T)]` -> the `temporal` layer's frame weights (B,T)."""
-    layer = model.get_layer("temporal")
-    upstream = keras.Model(model.inputs, _frames_into(layer))
-    # A second call of the trained layer in a new graph loses its second output
-    # (Keras 3.15), so a copy with the same weights produces the weights.
-    copy = layer.__class__.from_config(layer.get_config())
-    features = keras.Input(model.inputs[0].shape[1:])
-    mask = keras.Input(model.inputs[1].shape[1:], dtype="bool")
-    _, weights = copy(upstream([features, mask]), mask=mask, return_attention=True)
-    copy.set_weights(layer.get_weights())
-    return keras.Model([features, mask], weights, name="temporal_weights")
-
-
 def temporal_weights(model: keras.Model, features: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The temporal module's frame weights: features (N,T,D), mask (N,T) bool -> (N,T)."""
-    weights_model = _temporal_map_model(model)
+    """The temporal module's frame weights: features (N,T,D), mask (N,T) bool -> (N,T).
+
+    They are the `temporal_weights` tensor of the model's own graph (`attention_model`).
+    """
+    probe = attention_model(model)
+    if "temporal_weights" not in probe.output:
+        raise ValueError(f"{model.name} has no temporal module named 'temporal'")
     mask = np.asarray(mask, bool)
-    weights = [
-        keras.ops.convert_to_numpy(
-            weights_model([np.asarray(features[b], np.float32), mask[b]], training=False)
-        )
-        for b in _batches(len(mask))
-    ]
+    weights = []
+    for b in _batches(len(mask)):
+        outputs = probe([np.asarray(features[b], np.float32), mask[b]], training=False)
+        weights.append(keras.ops.convert_to_numpy(outputs["temporal_weights"]))
     return np.concatenate(weights).astype(np.float32)
 
 
