@@ -19,7 +19,7 @@ from keras_attn.data.images import test_dataset as image_test_dataset
 from keras_attn.data.images import train_dataset as image_train_dataset
 from keras_attn.data.images import val_dataset as image_val_dataset
 from keras_attn.layers import attention_names
-from keras_attn.models.backbones import BACKBONES
+from keras_attn.models.backbones import BACKBONES, OFFLINE_IMAGENET
 from keras_attn.models.image import build_image_model, check_image_model_choices
 from keras_attn.spec import at_least, fraction, like, non_negative, open_fraction, setting
 from keras_attn.training.config import TrainingSpec
@@ -103,7 +103,11 @@ class ImageExperiment(TrainingSpec):
     )
     backbone: str = setting("small_cnn", "the CNN", choices=BACKBONES, group="model")
     backbone_weights: str = setting(
-        "none", "pretrained weights of the backbone", metavar="imagenet|none|PATH", group="model"
+        "auto",
+        "the backbone's weights; auto: ImageNet for efficientnet_lite0 (offline), none "
+        "(random) otherwise",
+        metavar="auto|imagenet|none|PATH",
+        group="model",
     )
     fine_tune: bool | None = setting(
         None, "train a pretrained backbone too (BatchNorm stays frozen)", group="model"
@@ -123,7 +127,14 @@ class ImageExperiment(TrainingSpec):
     strategy: str = like(TrainingSpec, "strategy", "auto")
 
     def check(self) -> None:
-        check_image_model_choices(self.backbone, self.attention, self.backbone_weights)
+        check_image_model_choices(self.backbone, self.attention, self.weights)
+
+    @property
+    def weights(self) -> str:
+        """`backbone_weights` with `auto` resolved."""
+        if self.backbone_weights != "auto":
+            return self.backbone_weights
+        return "imagenet" if self.backbone in OFFLINE_IMAGENET else "none"
 
 
 def load_data(spec: ImageExperiment, split_seed: int | None = None) -> ImageData:
@@ -146,8 +157,9 @@ def load_data(spec: ImageExperiment, split_seed: int | None = None) -> ImageData
 
 
 def resolved(spec: ImageExperiment, data: ImageData) -> ImageExperiment:
-    """The spec with what the data decided (the image size), as `config.json` records it."""
-    return spec.replace(image_size=data.image_size)
+    """The spec with what the data decided (the image size) and the backbone's weights
+    resolved, as `config.json` records it."""
+    return spec.replace(image_size=data.image_size, backbone_weights=spec.weights)
 
 
 def build_model(spec: ImageExperiment, data: ImageData) -> keras.Model:
@@ -157,7 +169,7 @@ def build_model(spec: ImageExperiment, data: ImageData) -> keras.Model:
         data.image_size,
         backbone=spec.backbone,
         attention=spec.attention,
-        weights=spec.backbone_weights,
+        weights=spec.weights,
         trainable_backbone=spec.fine_tune,
         dropout=spec.dropout,
         seed=spec.seed,

@@ -85,10 +85,14 @@ class VideoExperiment(TrainingSpec):
         None, "frame side (default 96 synthetic, 224)", check=at_least(8), group="data"
     )
     backbone: str = setting(
-        "mobilenet_v2", "frozen frame encoder", choices=PRETRAINABLE, group="model"
+        "efficientnet_lite0", "frozen frame encoder", choices=PRETRAINABLE, group="model"
     )
     backbone_weights: str = setting(
-        "auto", "the encoder's weights", metavar="auto|imagenet|none|PATH", group="model"
+        "auto",
+        "the encoder's weights; auto: ImageNet (offline for efficientnet_lite0; for the "
+        "MobileNets where Keras has them cached), else random with a warning",
+        metavar="auto|imagenet|none|PATH",
+        group="model",
     )
     feature_cache: str = setting(
         "on", "off: run the frozen encoder on every batch", choices=("on", "off"), group="model"
@@ -171,9 +175,15 @@ def load_video_data(spec: VideoExperiment) -> VideoData:
 
 
 def resolved(spec: VideoExperiment, data: VideoData) -> VideoExperiment:
-    """The spec with what the data decided (its folder, the frame size), as `config.json`
-    records it."""
-    return spec.replace(data_dir=data.data_dir, image_size=data.image_size)
+    """The spec with what the data decided (its folder, the frame size) and the encoder's
+    weights as resolved (`auto` -> imagenet or none), as `config.json` records it."""
+    used = data.inputs.summary["backbone_weights_used"]
+    weights = {"random": "none"}.get(used, "imagenet" if used.startswith("imagenet") else None)
+    return spec.replace(
+        data_dir=data.data_dir,
+        image_size=data.image_size,
+        backbone_weights=weights or spec.backbone_weights,
+    )
 
 
 def build_model(spec: VideoExperiment, data: VideoData) -> keras.Model:

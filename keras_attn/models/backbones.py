@@ -17,8 +17,10 @@ import keras
 from keras_attn.errors import UserError
 from keras_attn.layers import get_attention
 
-BACKBONES = ("small_cnn", "densenet", "mobilenet_v2", "mobilenet_v3_small")
-PRETRAINABLE = ("mobilenet_v2", "mobilenet_v3_small")
+BACKBONES = ("small_cnn", "densenet", "efficientnet_lite0", "mobilenet_v2", "mobilenet_v3_small")
+PRETRAINABLE = ("efficientnet_lite0", "mobilenet_v2", "mobilenet_v3_small")
+# ImageNet weights that ship with the project's requirements (no network needed).
+OFFLINE_IMAGENET = ("efficientnet_lite0",)
 
 
 def layer_seed(seed: int, name: str) -> int:
@@ -107,16 +109,25 @@ def _keras_home() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
 
 
-def mobilenet(name: str, image_size: int, weights: str = "none"):
-    """A keras.applications MobileNet without its classifier, and how to feed it.
+def pretrained_backbone(name: str, image_size: int, weights: str = "none"):
+    """A pretrainable backbone without its classifier, and how to feed it.
 
     Returns `(backbone, preprocess)`: `preprocess` maps [0, 255] pixels to what the
-    backbone expects (MobileNetV2: [-1, 1]; MobileNetV3 normalises internally).
-    `weights`: "imagenet" (Keras' cache or a download), "none" (random), or a path
-    to a weights file.
+    backbone expects, or is None where it normalises internally (EfficientNet-Lite0,
+    MobileNetV3; MobileNetV2 wants [-1, 1]). `weights`: "imagenet" (EfficientNet-Lite0:
+    offline, from its pip package; MobileNets: Keras' cache or a download), "none"
+    (random), or a path to a weights file.
     """
     if weights not in ("imagenet", "none") and not Path(weights).is_file():
         raise UserError(f"--backbone-weights: no such file '{weights}'; use imagenet, none or PATH")
+    if name == "efficientnet_lite0":
+        from keras_attn.models.efficientnet_lite import efficientnet_lite0
+
+        shape = (image_size, image_size, 3)
+        net = efficientnet_lite0(
+            include_top=False, weights=None if weights == "none" else weights, input_shape=shape
+        )
+        return net, None
     keras_weights = None if weights == "none" else weights
     common = dict(include_top=False, weights=keras_weights, input_shape=(image_size, image_size, 3))
     try:

@@ -12,7 +12,7 @@ from keras_attn.models.backbones import (
     attention_block,
     densenet,
     layer_seed,
-    mobilenet,
+    pretrained_backbone,
     small_cnn,
 )
 
@@ -45,7 +45,7 @@ def build_image_model(
 
     `small_cnn` has an attention block after every stage; the other backbones
     get one on their final feature map (`head_attention`). A pretrained
-    MobileNet runs with BatchNorm in inference mode, frozen or fine-tuned
+    backbone runs with BatchNorm in inference mode, frozen or fine-tuned
     (`trainable_backbone`, default: frozen when pretrained, trained when random).
     Every block's map is a tensor of the graph: `attention_model(model)` returns
     the logits with `spatial_map_<stage>` (or `channel_weights_<stage>`) maps.
@@ -59,7 +59,7 @@ def build_image_model(
         if backbone == "densenet":
             x = densenet(inputs, seed)
         else:
-            net, preprocess = mobilenet(backbone, image_size, weights)
+            net, preprocess = pretrained_backbone(backbone, image_size, weights)
             pretrained = weights != "none"
             net.trainable = (not pretrained) if trainable_backbone is None else trainable_backbone
             x = preprocess(inputs) if preprocess is not None else inputs

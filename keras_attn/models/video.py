@@ -19,7 +19,12 @@ import numpy as np
 
 from keras_attn.errors import UserError
 from keras_attn.layers import FramewiseAttention, get_temporal, temporal_names
-from keras_attn.models.backbones import PRETRAINABLE, layer_seed, mobilenet
+from keras_attn.models.backbones import (
+    OFFLINE_IMAGENET,
+    PRETRAINABLE,
+    layer_seed,
+    pretrained_backbone,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +39,20 @@ def build_frame_encoder(
 ) -> tuple[keras.Model, str]:
     """A frozen encoder: `(N,S,S,3)` pixels in [0, 255] -> `(N,D)` (`(N,h,w,C)` with `feature_map`).
 
-    `weights`: "imagenet", "none" (random), a weights file, or "auto" (ImageNet
-    where cached or downloadable, else random with a loud warning). Returns the
-    encoder and the weights actually used ("imagenet", "random", or the file's
-    sha256 prefix), which identifies it in the feature cache.
+    `weights`: "imagenet", "none" (random), a weights file, or "auto" (ImageNet: for
+    EfficientNet-Lite0 always, offline; for the MobileNets where cached or downloadable,
+    else random with a loud warning). Returns the encoder and the weights actually used
+    ("imagenet-<sha256 prefix>" for EfficientNet-Lite0's, "imagenet", "random", or a
+    file's sha256 prefix), which identifies it in the feature cache.
     """
     if backbone not in PRETRAINABLE:
         raise UserError(f"unknown frame backbone '{backbone}'; valid: {', '.join(PRETRAINABLE)}")
     keras.utils.set_random_seed(ENCODER_SEED)
+    if weights == "auto" and backbone in OFFLINE_IMAGENET:
+        weights = "imagenet"
     if weights == "auto":
         try:
-            net, preprocess = mobilenet(backbone, image_size, "imagenet")
+            net, preprocess = pretrained_backbone(backbone, image_size, "imagenet")
             used = "imagenet"
         except UserError:
             log.warning(
@@ -53,11 +61,15 @@ def build_frame_encoder(
                 "--backbone-weights PATH or cache the weights to fix this.",
                 backbone,
             )
-            net, preprocess = mobilenet(backbone, image_size, "none")
+            net, preprocess = pretrained_backbone(backbone, image_size, "none")
             used = "random"
     else:
-        net, preprocess = mobilenet(backbone, image_size, weights)
+        net, preprocess = pretrained_backbone(backbone, image_size, weights)
         used = {"imagenet": "imagenet", "none": "random"}.get(weights) or _file_id(weights)
+        if used == "imagenet" and backbone in OFFLINE_IMAGENET:
+            from keras_attn.models.efficientnet_weights import SOURCE_SHA256
+
+            used = f"imagenet-{SOURCE_SHA256[:16]}"
     net.trainable = False
     frames = keras.Input((image_size, image_size, 3), name="frames")
     x = preprocess(frames) if preprocess is not None else frames

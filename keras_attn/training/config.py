@@ -79,5 +79,3 @@ class TrainingSpec(Spec):
         group="run",
         in_config=False,
     )
-
-
