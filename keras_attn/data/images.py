@@ -9,7 +9,9 @@ cluttered) or the synthetic shapes set.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -357,7 +359,10 @@ def _load_cifar(
 
     module = keras.datasets.cifar10 if source == "cifar10" else keras.datasets.cifar100
     try:
-        (x_train, y_train), (x_test, y_test) = module.load_data()
+        # Keras announces "Downloading data from https://..." before it knows whether the
+        # network is there; offline that line would precede our error as if it had worked.
+        with contextlib.redirect_stdout(io.StringIO()):
+            (x_train, y_train), (x_test, y_test) = module.load_data()
     except Exception:
         cached = "cifar-10-batches-py" if source == "cifar10" else "cifar-100-python"
         if (_cifar_cache_dir() / f"{cached}-target").exists():
