@@ -437,3 +437,4 @@ def test_cifar_offline_and_uncached_is_a_one_line_user_error(tmp_path):
         f"USERERROR CIFAR-100 is not cached in {tmp_path}/datasets and {tail}",
         f"USERERROR CIFAR-10 is not cached in {tmp_path}/datasets and {tail}",
     ]
+    assert "Downloading" not in out  # nothing misleading before the error
