@@ -1,9 +1,11 @@
-"""Image attention layers: shapes, maps, serialization, seeding, registry, and hand-checked math."""
+"""Image attention layers: maps, registry, hand-checked math, half precision on large maps.
 
-import inspect
+Shapes, configs, .keras files, seeds, weight counts and mixed precision on tiny inputs
+are checked for every layer by tests/test_layers_contract.py.
+"""
+
 import math
 
-import keras
 import numpy as np
 import pytest
 from mixed_precision import mixed_float16_copy
@@ -19,7 +21,6 @@ from keras_attn.layers import (
 CHANNELS = 8
 # Small widths keep the file fast; every option is given to every layer, as a builder would.
 OPTIONS = dict(reduction=2, min_hidden=2, kernel_size=3, num_heads=2, seed=7)
-BASE_CONFIG = {"name", "trainable", "dtype"}
 
 
 def make(name, **overrides):
@@ -30,66 +31,20 @@ def images(shape=(2, 4, 5, CHANNELS), seed=0):
     return np.random.default_rng(seed).normal(size=shape).astype("float32")
 
 
-def expected_map_shape(name, shape):
-    return (shape[0], 1, 1, shape[-1]) if name == "channel" else (*shape[:-1], 1)
-
-
 def test_registry_lists_the_vocabulary():
     assert attention_names() == ["none", "channel", "spatial", "cbam", "linear"]
 
 
 @pytest.mark.parametrize("name", attention_names())
-def test_dynamic_shapes_maps_and_keras_file_round_trip(name, tmp_path):
-    inputs = keras.Input((None, None, CHANNELS))
-    outputs, attention = make(name)(inputs, return_attention=True)
-    model = keras.Model(inputs, [outputs, attention])
-
-    for shape in [(2, 4, 5, CHANNELS), (1, 3, 3, CHANNELS)]:
-        x = images(shape)
-        y, a = (np.asarray(t) for t in model(x))
-        assert y.shape == shape
-        assert a.shape == expected_map_shape(name, shape)
-        assert a.min() >= 0.0 and a.max() <= 1.0
-        if name == "none":
-            np.testing.assert_array_equal(y, x)
-        else:
-            assert not np.allclose(y, x)
-
-    path = tmp_path / f"{name}.keras"
-    model.save(path)
-    reloaded = keras.saving.load_model(path)
-    x = images(seed=1)
-    for original, loaded in zip(model(x), reloaded(x), strict=True):
-        np.testing.assert_allclose(original, loaded, atol=1e-6)
-
-
-@pytest.mark.parametrize("name", attention_names())
-def test_config_round_trip_with_copied_weights(name):
-    layer = make(name, seed=None)
-    config = layer.get_config()
-    params = set(inspect.signature(type(layer).__init__).parameters) - {"self", "kwargs"}
-    assert set(config) - BASE_CONFIG == params
-
+def test_maps_lie_in_the_unit_interval_and_only_none_keeps_the_input(name):
     x = images()
-    expected = layer(x, return_attention=True)
-    clone = type(layer).from_config(config)
-    clone(x)
-    clone.set_weights(layer.get_weights())
-    for want, got in zip(expected, clone(x, return_attention=True), strict=True):
-        np.testing.assert_allclose(want, got, atol=1e-6)
-
-
-@pytest.mark.parametrize("name", [n for n in attention_names() if n != "none"])
-def test_seed_fixes_initial_weights(name):
-    def weights(seed):
-        layer = make(name, seed=seed)
-        layer(images())
-        return layer.get_weights()
-
-    same, again, other = weights(3), weights(3), weights(4)
-    for a, b in zip(same, again, strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert any(not np.array_equal(a, b) for a, b in zip(same, other, strict=True))
+    y, a = (np.asarray(t) for t in make(name)(x, return_attention=True))
+    assert a.min() >= 0.0 and a.max() <= 1.0
+    if name == "none":
+        np.testing.assert_array_equal(y, x)
+        np.testing.assert_array_equal(a, 1.0)
+    else:
+        assert not np.allclose(y, x)
 
 
 def test_distinct_projections_get_distinct_seeds():
@@ -176,9 +131,10 @@ def test_linear_attention_matches_explicit_attention_matrix():
 
 
 @pytest.mark.parametrize("name", attention_names())
-def test_mixed_float16_stays_finite_and_close_to_float32(name):
+def test_mixed_float16_on_a_large_map_stays_finite_and_close_to_float32(name):
     # Mixed precision is the default on a GPU. LinearAttention's sums over 64x64 tokens
-    # overflowed float16 there (NaN logits) until they were computed in float32.
+    # overflowed float16 there (NaN logits) until they were computed in float32; the
+    # contract's tiny inputs are too small to overflow.
     x = 4.0 * np.maximum(images((1, 64, 64, 32), seed=3), 0.0)
     reference = make(name)
     want = np.asarray(reference(x))

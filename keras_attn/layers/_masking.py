@@ -1,10 +1,11 @@
 """Frame masks for the temporal modules: (B, T) bool or 0/1, False/0 marks a padded frame."""
 
-import keras
 from keras import ops
 
+from keras_attn.layers._base import AttentionLayer
 
-class ClipEncoder(keras.layers.Layer):
+
+class ClipEncoder(AttentionLayer):
     """Base of the temporal modules: consumes the frame mask, returns an unmasked clip vector.
 
     Overriding `compute_mask` makes Keras treat the mask as consumed (no "destroys the mask"
@@ -13,6 +14,14 @@ class ClipEncoder(keras.layers.Layer):
 
     def compute_mask(self, inputs, mask=None):
         return None
+
+    def compute_output_shape(self, input_shape, return_attention=False):
+        vector = (input_shape[0], self._clip_width(input_shape))
+        return (vector, tuple(input_shape[:2])) if return_attention else vector
+
+    def _clip_width(self, input_shape):
+        """Width of the clip vector; pooling keeps the input's, encoders have their own."""
+        return input_shape[-1]
 
 
 def frame_mask(mask, inputs):

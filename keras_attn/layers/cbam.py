@@ -2,13 +2,14 @@
 
 import keras
 
+from keras_attn.layers._base import AttentionLayer
 from keras_attn.layers._seeding import derive
 from keras_attn.layers.channel_attention import ChannelAttention
 from keras_attn.layers.spatial_attention import SpatialAttention
 
 
 @keras.saving.register_keras_serializable(package="keras_attn")
-class CBAM(keras.layers.Layer):
+class CBAM(AttentionLayer):
     """Convolutional Block Attention Module: `spatial(channel(x))`.
 
     Args:
@@ -26,6 +27,8 @@ class CBAM(keras.layers.Layer):
     Example:
     >>> x = keras.random.normal((2, 8, 8, 32))
     >>> y, where = CBAM(seed=0)(x, return_attention=True)
+    >>> tuple(y.shape), tuple(where.shape)
+    ((2, 8, 8, 32), (2, 8, 8, 1))
 
     Reference: Woo et al., "CBAM: Convolutional Block Attention Module", ECCV 2018.
     """
@@ -39,9 +42,15 @@ class CBAM(keras.layers.Layer):
         self.kernel_size = kernel_size
         self.use_batchnorm = use_batchnorm
         self.seed = seed
-        self.channel = ChannelAttention(reduction, min_hidden, seed=seed, name="channel")
+        self.channel = ChannelAttention(
+            reduction, min_hidden, seed=seed, dtype=self.dtype_policy, name="channel"
+        )
         self.spatial = SpatialAttention(
-            kernel_size, use_batchnorm, seed=derive(seed, 100), name="spatial"
+            kernel_size,
+            use_batchnorm,
+            seed=derive(seed, 100),
+            dtype=self.dtype_policy,
+            name="spatial",
         )
 
     def build(self, input_shape):
@@ -51,6 +60,9 @@ class CBAM(keras.layers.Layer):
     def call(self, inputs, training=None, return_attention=False):
         gated = self.channel(inputs, training=training)
         return self.spatial(gated, training=training, return_attention=return_attention)
+
+    def compute_output_shape(self, input_shape, return_attention=False):
+        return self.spatial.compute_output_shape(input_shape, return_attention)
 
     def get_config(self):
         config = super().get_config()

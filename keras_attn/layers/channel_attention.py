@@ -3,11 +3,12 @@
 import keras
 from keras import ops
 
+from keras_attn.layers._base import AttentionLayer
 from keras_attn.layers._seeding import glorot, he
 
 
 @keras.saving.register_keras_serializable(package="keras_attn")
-class ChannelAttention(keras.layers.Layer):
+class ChannelAttention(AttentionLayer):
     """Channel attention of CBAM: a per-channel sigmoid gate from pooled descriptors.
 
     The average- and max-pooled channel descriptors go through one shared
@@ -27,6 +28,8 @@ class ChannelAttention(keras.layers.Layer):
     Example:
     >>> x = keras.random.normal((2, 8, 8, 32))
     >>> y, gate = ChannelAttention(reduction=16, seed=0)(x, return_attention=True)
+    >>> tuple(y.shape), tuple(gate.shape)
+    ((2, 8, 8, 32), (2, 1, 1, 32))
 
     Reference: Woo et al., "CBAM: Convolutional Block Attention Module", ECCV 2018.
     """
@@ -63,6 +66,11 @@ class ChannelAttention(keras.layers.Layer):
         gate = ops.sigmoid(self._mlp(average) + self._mlp(maximum))
         outputs = inputs * gate
         return (outputs, gate) if return_attention else outputs
+
+    def compute_output_shape(self, input_shape, return_attention=False):
+        input_shape = tuple(input_shape)
+        gate_shape = (input_shape[0], 1, 1, input_shape[-1])
+        return (input_shape, gate_shape) if return_attention else input_shape
 
     def get_config(self):
         config = super().get_config()

@@ -3,9 +3,11 @@
 import keras
 from keras import ops
 
+from keras_attn.layers._base import AttentionLayer
+
 
 @keras.saving.register_keras_serializable(package="keras_attn")
-class FramewiseAttention(keras.layers.Layer):
+class FramewiseAttention(AttentionLayer):
     """Runs one image attention block on each frame's map and pools it to a vector.
 
     The frames share the block's weights, as `TimeDistributed` would; this layer
@@ -24,6 +26,8 @@ class FramewiseAttention(keras.layers.Layer):
     Example:
     >>> x = keras.random.normal((2, 8, 3, 3, 64))
     >>> vectors, maps = FramewiseAttention("spatial")(x, return_attention=True)
+    >>> tuple(vectors.shape), tuple(maps.shape)
+    ((2, 8, 64), (2, 8, 3, 3, 1))
     """
 
     def __init__(self, attention="spatial", options=None, **kwargs):
@@ -32,7 +36,7 @@ class FramewiseAttention(keras.layers.Layer):
 
         self.attention = attention
         self.options = dict(options or {})
-        self.block = get_attention(attention, name="block", **self.options)
+        self.block = get_attention(attention, name="block", dtype=self.dtype_policy, **self.options)
 
     def build(self, input_shape):
         self.block.build((None, *input_shape[2:]))
@@ -46,6 +50,14 @@ class FramewiseAttention(keras.layers.Layer):
         if not return_attention:
             return vectors
         return vectors, ops.reshape(maps, (batch, frames, *maps.shape[1:]))
+
+    def compute_output_shape(self, input_shape, return_attention=False):
+        batch, frames, *frame_shape = input_shape
+        vectors = (batch, frames, frame_shape[-1])
+        if not return_attention:
+            return vectors
+        _, map_shape = self.block.compute_output_shape((None, *frame_shape), True)
+        return vectors, (batch, frames, *map_shape[1:])
 
     def get_config(self):
         config = super().get_config()

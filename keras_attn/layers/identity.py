@@ -3,9 +3,11 @@
 import keras
 from keras import ops
 
+from keras_attn.layers._base import AttentionLayer
+
 
 @keras.saving.register_keras_serializable(package="keras_attn")
-class IdentityAttention(keras.layers.Layer):
+class IdentityAttention(AttentionLayer):
     """Returns its input unchanged; the `none` entry of the attention registry.
 
     Args:
@@ -18,6 +20,8 @@ class IdentityAttention(keras.layers.Layer):
     Example:
     >>> x = keras.random.normal((2, 8, 8, 16))
     >>> y, attention = IdentityAttention()(x, return_attention=True)
+    >>> tuple(y.shape), tuple(attention.shape)
+    ((2, 8, 8, 16), (2, 8, 8, 1))
 
     Reference: none; the baseline of the study.
     """
@@ -30,3 +34,7 @@ class IdentityAttention(keras.layers.Layer):
         if return_attention:
             return inputs, ops.ones_like(inputs[..., :1])
         return inputs
+
+    def compute_output_shape(self, input_shape, return_attention=False):
+        input_shape = tuple(input_shape)
+        return (input_shape, (*input_shape[:-1], 1)) if return_attention else input_shape

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_attn.layers._base import AttentionLayer
 from keras_attn.layers._seeding import derive, glorot
 
 # Keeps the normaliser positive where elu(x) + 1 underflows to zero for very negative x.
@@ -10,7 +11,7 @@ _EPSILON = 1e-6
 
 
 @keras.saving.register_keras_serializable(package="keras_attn")
-class LinearAttention(keras.layers.Layer):
+class LinearAttention(AttentionLayer):
     """Linear (kernelised) self-attention over the `height * width` tokens of a feature map.
 
     With the feature map `phi(x) = elu(x) + 1`, attention weights are
@@ -36,6 +37,8 @@ class LinearAttention(keras.layers.Layer):
     Example:
     >>> x = keras.random.normal((2, 8, 8, 32))
     >>> y, received = LinearAttention(num_heads=4, seed=0)(x, return_attention=True)
+    >>> tuple(y.shape), tuple(received.shape)
+    ((2, 8, 8, 32), (2, 8, 8, 1))
 
     Reference: Katharopoulos et al., "Transformers are RNNs: Fast Autoregressive
     Transformers with Linear Attention", ICML 2020.
@@ -50,12 +53,15 @@ class LinearAttention(keras.layers.Layer):
         self.ff_multiplier = ff_multiplier
         self.dropout = dropout
         self.seed = seed
-        self.attention_norm = keras.layers.LayerNormalization(name="attention_norm")
-        self.ff_norm = keras.layers.LayerNormalization(name="ff_norm")
+        policy = self.dtype_policy
+        self.attention_norm = keras.layers.LayerNormalization(dtype=policy, name="attention_norm")
+        self.ff_norm = keras.layers.LayerNormalization(dtype=policy, name="ff_norm")
         self.attention_dropout = keras.layers.Dropout(
-            dropout, seed=derive(seed, 7), name="attention_dropout"
+            dropout, seed=derive(seed, 7), dtype=policy, name="attention_dropout"
         )
-        self.ff_dropout = keras.layers.Dropout(dropout, seed=derive(seed, 8), name="ff_dropout")
+        self.ff_dropout = keras.layers.Dropout(
+            dropout, seed=derive(seed, 8), dtype=policy, name="ff_dropout"
+        )
 
     # Projection widths depend on the input's channels, so these are weights made
     # here rather than Dense sublayers (sublayers are fixed in __init__).
@@ -117,7 +123,13 @@ class LinearAttention(keras.layers.Layer):
         query_share = ops.mean(phi_q / normalizer[..., None], axis=2)
         received = ops.mean(ops.einsum("bhnd,bhd->bhn", phi_k, query_share), axis=1)
         received = received / ops.max(received, axis=1, keepdims=True)
+        # Back from float32 to the compute dtype, which compute_output_spec promises.
+        received = ops.cast(received, outputs.dtype)
         return outputs, ops.reshape(received, (batch, height, width, 1))
+
+    def compute_output_shape(self, input_shape, return_attention=False):
+        input_shape = tuple(input_shape)
+        return (input_shape, (*input_shape[:-1], 1)) if return_attention else input_shape
 
     def get_config(self):
         config = super().get_config()

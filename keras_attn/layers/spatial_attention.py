@@ -3,11 +3,12 @@
 import keras
 from keras import ops
 
+from keras_attn.layers._base import AttentionLayer
 from keras_attn.layers._seeding import glorot
 
 
 @keras.saving.register_keras_serializable(package="keras_attn")
-class SpatialAttention(keras.layers.Layer):
+class SpatialAttention(AttentionLayer):
     """Spatial attention of CBAM: a per-position sigmoid gate from channel statistics.
 
     The channel-wise mean and max are stacked into a `(batch, height, width, 2)`
@@ -27,6 +28,8 @@ class SpatialAttention(keras.layers.Layer):
     Example:
     >>> x = keras.random.normal((2, 8, 8, 32))
     >>> y, where = SpatialAttention(kernel_size=7, seed=0)(x, return_attention=True)
+    >>> tuple(y.shape), tuple(where.shape)
+    ((2, 8, 8, 32), (2, 8, 8, 1))
 
     Reference: Woo et al., "CBAM: Convolutional Block Attention Module", ECCV 2018.
     """
@@ -43,9 +46,12 @@ class SpatialAttention(keras.layers.Layer):
             padding="same",
             use_bias=not use_batchnorm,
             kernel_initializer=glorot(seed, 1),
+            dtype=self.dtype_policy,
             name="conv",
         )
-        self.norm = keras.layers.BatchNormalization(name="norm") if use_batchnorm else None
+        self.norm = None
+        if use_batchnorm:
+            self.norm = keras.layers.BatchNormalization(dtype=self.dtype_policy, name="norm")
 
     def build(self, input_shape):
         stats_shape = (*input_shape[:-1], 2)
@@ -64,6 +70,10 @@ class SpatialAttention(keras.layers.Layer):
         attention = ops.sigmoid(logits)
         outputs = inputs * attention
         return (outputs, attention) if return_attention else outputs
+
+    def compute_output_shape(self, input_shape, return_attention=False):
+        input_shape = tuple(input_shape)
+        return (input_shape, (*input_shape[:-1], 1)) if return_attention else input_shape
 
     def get_config(self):
         config = super().get_config()

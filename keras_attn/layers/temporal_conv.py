@@ -28,6 +28,8 @@ class TemporalBlock(keras.layers.Layer):
 
     Example:
     >>> y = TemporalBlock(32, dilation=2, seed=0)(keras.random.normal((2, 8, 16)))
+    >>> tuple(y.shape)
+    (2, 8, 32)
 
     Reference: Bai et al., "An Empirical Evaluation of Generic Convolutional and
     Recurrent Networks for Sequence Modeling", arXiv:1803.01271, 2018.
@@ -40,6 +42,7 @@ class TemporalBlock(keras.layers.Layer):
         self.dilation = dilation
         self.dropout = dropout
         self.seed = seed
+        policy = self.dtype_policy
         self.convs, self.norms, self.dropouts = [], [], []
         for i in (1, 2):
             self.convs.append(
@@ -49,12 +52,15 @@ class TemporalBlock(keras.layers.Layer):
                     padding="causal",
                     dilation_rate=dilation,
                     kernel_initializer=he(seed, i),
+                    dtype=policy,
                     name=f"conv{i}",
                 )
             )
-            self.norms.append(keras.layers.LayerNormalization(name=f"norm{i}"))
+            self.norms.append(keras.layers.LayerNormalization(dtype=policy, name=f"norm{i}"))
             self.dropouts.append(
-                keras.layers.Dropout(dropout, seed=derive(seed, 10 + i), name=f"dropout{i}")
+                keras.layers.Dropout(
+                    dropout, seed=derive(seed, 10 + i), dtype=policy, name=f"dropout{i}"
+                )
             )
 
     # The skip projection exists only when widths differ, which the input decides.
@@ -77,6 +83,9 @@ class TemporalBlock(keras.layers.Layer):
         skip = inputs if self.skip_kernel is None else ops.matmul(inputs, self.skip_kernel)
         return ops.relu(x + skip)
 
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.filters)
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -89,11 +98,17 @@ class TemporalBlock(keras.layers.Layer):
         return config
 
 
-def temporal_blocks(filters, kernel_size, dilations, dropout, seed):
+def temporal_blocks(filters, kernel_size, dilations, dropout, seed, dtype=None):
     """One `TemporalBlock` per dilation, each with its own derived seed."""
     return [
         TemporalBlock(
-            filters, kernel_size, d, dropout, seed=derive(seed, 100 * (i + 1)), name=f"block{i}"
+            filters,
+            kernel_size,
+            d,
+            dropout,
+            seed=derive(seed, 100 * (i + 1)),
+            dtype=dtype,
+            name=f"block{i}",
         )
         for i, d in enumerate(dilations)
     ]
@@ -110,12 +125,12 @@ def run_blocks(blocks, inputs, mask, training):
 POOLS = ("attention", "avg", "max", "last")
 
 
-def make_pooling(pool, hidden, seed):
+def make_pooling(pool, hidden, seed, dtype=None):
     if pool not in POOLS:
         raise ValueError(f"unknown pool '{pool}'; valid: {', '.join(POOLS)}")
     if pool == "attention":
-        return AttentionPooling(hidden, seed=seed, name="pooling")
-    return TemporalPooling(pool, name="pooling")
+        return AttentionPooling(hidden, seed=seed, dtype=dtype, name="pooling")
+    return TemporalPooling(pool, dtype=dtype, name="pooling")
 
 
 @keras.saving.register_keras_serializable(package="keras_attn")
@@ -141,6 +156,8 @@ class TCN(ClipEncoder):
     Example:
     >>> x = keras.random.normal((2, 8, 32))
     >>> clip, weights = TCN(filters=16, seed=0)(x, return_attention=True)
+    >>> tuple(clip.shape), tuple(weights.shape)
+    ((2, 16), (2, 8))
 
     Reference: Bai et al., "An Empirical Evaluation of Generic Convolutional and
     Recurrent Networks for Sequence Modeling", arXiv:1803.01271, 2018.
@@ -163,8 +180,10 @@ class TCN(ClipEncoder):
         self.dropout = dropout
         self.pool = pool
         self.seed = seed
-        self.pooling = make_pooling(pool, filters, derive(seed, 1))
-        self.blocks = temporal_blocks(filters, kernel_size, self.dilations, dropout, seed)
+        self.pooling = make_pooling(pool, filters, derive(seed, 1), self.dtype_policy)
+        self.blocks = temporal_blocks(
+            filters, kernel_size, self.dilations, dropout, seed, self.dtype_policy
+        )
 
     def build(self, input_shape):
         shape = input_shape
@@ -177,6 +196,9 @@ class TCN(ClipEncoder):
         mask = frame_mask(mask, inputs)
         x = run_blocks(self.blocks, inputs, mask, training)
         return self.pooling(x, mask=mask, training=training, return_attention=return_attention)
+
+    def _clip_width(self, input_shape):
+        return self.filters
 
     def get_config(self):
         config = super().get_config()

@@ -35,6 +35,10 @@ class AttentionPooling(ClipEncoder):
     >>> x = keras.random.normal((2, 8, 32))
     >>> mask = keras.ops.arange(8)[None, :] < keras.ops.array([[8], [5]])
     >>> clip, weights = AttentionPooling(seed=0)(x, mask=mask, return_attention=True)
+    >>> tuple(clip.shape), tuple(weights.shape)
+    ((2, 32), (2, 8))
+    >>> float(keras.ops.sum(weights[1, 5:]))
+    0.0
 
     Reference: Bahdanau et al., "Neural Machine Translation by Jointly Learning to
     Align and Translate", ICLR 2015 (additive attention scores).
@@ -45,9 +49,15 @@ class AttentionPooling(ClipEncoder):
         self.hidden = hidden
         self.seed = seed
         self.score_hidden = keras.layers.Dense(
-            hidden, activation="tanh", kernel_initializer=glorot(seed, 1), name="score_hidden"
+            hidden,
+            activation="tanh",
+            kernel_initializer=glorot(seed, 1),
+            dtype=self.dtype_policy,
+            name="score_hidden",
         )
-        self.score = keras.layers.Dense(1, kernel_initializer=glorot(seed, 2), name="score")
+        self.score = keras.layers.Dense(
+            1, kernel_initializer=glorot(seed, 2), dtype=self.dtype_policy, name="score"
+        )
 
     def build(self, input_shape):
         self.score_hidden.build(input_shape)
@@ -84,6 +94,8 @@ class TemporalPooling(ClipEncoder):
     Example:
     >>> x = keras.random.normal((2, 8, 32))
     >>> clip = TemporalPooling("max")(x, mask=keras.ops.ones((2, 8), "bool"))
+    >>> bool(keras.ops.all(clip == keras.ops.max(x, axis=1)))
+    True
 
     Reference: the usual pooling baselines of temporal models, e.g. Karpathy et al.,
     "Large-scale Video Classification with Convolutional Neural Networks", CVPR 2014.

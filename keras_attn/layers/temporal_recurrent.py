@@ -8,13 +8,14 @@ from keras_attn.layers._seeding import derive, glorot
 from keras_attn.layers.temporal_conv import run_blocks, temporal_blocks
 
 
-def _gru(units, dropout, seed):
+def _gru(units, dropout, seed, dtype):
     return keras.layers.GRU(
         units,
         dropout=dropout,
         kernel_initializer=glorot(seed, 1),
         recurrent_initializer=keras.initializers.Orthogonal(seed=derive(seed, 2)),
         seed=derive(seed, 3),
+        dtype=dtype,
         name="gru",
     )
 
@@ -44,6 +45,8 @@ class GRUEncoder(ClipEncoder):
     Example:
     >>> x = keras.random.normal((2, 8, 32))
     >>> clip = GRUEncoder(units=16, seed=0)(x, mask=keras.ops.ones((2, 8), "bool"))
+    >>> tuple(clip.shape)
+    (2, 16)
 
     Reference: Cho et al., "Learning Phrase Representations using RNN
     Encoder-Decoder for Statistical Machine Translation", EMNLP 2014.
@@ -54,10 +57,13 @@ class GRUEncoder(ClipEncoder):
         self.units = units
         self.dropout = dropout
         self.seed = seed
-        self.gru = _gru(units, dropout, seed)
+        self.gru = _gru(units, dropout, seed, self.dtype_policy)
 
     def build(self, input_shape):
         self.gru.build(input_shape)
+
+    def _clip_width(self, input_shape):
+        return self.units
 
     def call(self, inputs, mask=None, training=None, return_attention=False):
         mask = frame_mask(mask, inputs)
@@ -88,7 +94,9 @@ class TCNGRU(ClipEncoder):
 
     Example:
     >>> x = keras.random.normal((2, 8, 32))
-    >>> clip = TCNGRU(filters=16, units=16, seed=0)(x)
+    >>> clip, weights = TCNGRU(filters=16, units=8, seed=0)(x, return_attention=True)
+    >>> tuple(clip.shape), keras.ops.convert_to_numpy(weights[0]).tolist()
+    ((2, 8), [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
 
     Reference: Bai et al., arXiv:1803.01271, 2018 (TCN); Cho et al., EMNLP 2014 (GRU).
     """
@@ -110,8 +118,10 @@ class TCNGRU(ClipEncoder):
         self.units = units
         self.dropout = dropout
         self.seed = seed
-        self.gru = _gru(units, dropout, seed)
-        self.blocks = temporal_blocks(filters, kernel_size, self.dilations, dropout, seed)
+        self.gru = _gru(units, dropout, seed, self.dtype_policy)
+        self.blocks = temporal_blocks(
+            filters, kernel_size, self.dilations, dropout, seed, self.dtype_policy
+        )
 
     def build(self, input_shape):
         shape = input_shape
@@ -119,6 +129,9 @@ class TCNGRU(ClipEncoder):
             block.build(shape)
             shape = (*shape[:-1], self.filters)
         self.gru.build(shape)
+
+    def _clip_width(self, input_shape):
+        return self.units
 
     def call(self, inputs, mask=None, training=None, return_attention=False):
         mask = frame_mask(mask, inputs)

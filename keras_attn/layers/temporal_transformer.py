@@ -26,6 +26,8 @@ class TransformerBlock(keras.layers.Layer):
 
     Example:
     >>> y = TransformerBlock(num_heads=2, key_dim=8, ff_dim=32)(keras.random.normal((2, 6, 16)))
+    >>> tuple(y.shape)
+    (2, 6, 16)
 
     Reference: Xiong et al., "On Layer Normalization in the Transformer
     Architecture", ICML 2020 (pre-LN); Vaswani et al., NeurIPS 2017.
@@ -38,26 +40,34 @@ class TransformerBlock(keras.layers.Layer):
         self.ff_dim = ff_dim
         self.dropout = dropout
         self.seed = seed
-        self.attention_norm = keras.layers.LayerNormalization(name="attention_norm")
+        policy = self.dtype_policy
+        self.attention_norm = keras.layers.LayerNormalization(dtype=policy, name="attention_norm")
         self.attention = keras.layers.MultiHeadAttention(
             num_heads,
             key_dim,
             dropout=dropout,
             kernel_initializer=glorot(seed, 1),
             seed=derive(seed, 10),
+            dtype=policy,
             name="attention",
         )
         self.attention_dropout = keras.layers.Dropout(
-            dropout, seed=derive(seed, 11), name="attention_dropout"
+            dropout, seed=derive(seed, 11), dtype=policy, name="attention_dropout"
         )
-        self.ff_norm = keras.layers.LayerNormalization(name="ff_norm")
+        self.ff_norm = keras.layers.LayerNormalization(dtype=policy, name="ff_norm")
         self.ff_hidden = keras.layers.Dense(
-            ff_dim, activation="gelu", kernel_initializer=glorot(seed, 5), name="ff_hidden"
+            ff_dim,
+            activation="gelu",
+            kernel_initializer=glorot(seed, 5),
+            dtype=policy,
+            name="ff_hidden",
         )
         self.ff_output = keras.layers.Dense(
-            num_heads * key_dim, kernel_initializer=glorot(seed, 6), name="ff_output"
+            num_heads * key_dim, kernel_initializer=glorot(seed, 6), dtype=policy, name="ff_output"
         )
-        self.ff_dropout = keras.layers.Dropout(dropout, seed=derive(seed, 12), name="ff_dropout")
+        self.ff_dropout = keras.layers.Dropout(
+            dropout, seed=derive(seed, 12), dtype=policy, name="ff_dropout"
+        )
 
     def build(self, input_shape):
         self.attention_norm.build(input_shape)
@@ -78,6 +88,9 @@ class TransformerBlock(keras.layers.Layer):
         x = inputs + self.attention_dropout(x, training=training)
         update = self.ff_output(self.ff_hidden(self.ff_norm(x)))
         return x + self.ff_dropout(update, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
 
     def get_config(self):
         config = super().get_config()
@@ -119,6 +132,8 @@ class TransformerEncoder(ClipEncoder):
     >>> x = keras.random.normal((2, 8, 32))
     >>> clip, weights = TransformerEncoder(num_heads=2, key_dim=8, seed=0)(
     ...     x, return_attention=True)
+    >>> tuple(clip.shape), tuple(weights.shape)
+    ((2, 16), (2, 8))
 
     Reference: Vaswani et al., "Attention Is All You Need", NeurIPS 2017.
     """
@@ -142,11 +157,12 @@ class TransformerEncoder(ClipEncoder):
         self.dropout = dropout
         self.max_frames = max_frames
         self.seed = seed
+        policy = self.dtype_policy
         self.projection = keras.layers.Dense(
-            num_heads * key_dim, kernel_initializer=glorot(seed, 1), name="projection"
+            num_heads * key_dim, kernel_initializer=glorot(seed, 1), dtype=policy, name="projection"
         )
         self.embedding_dropout = keras.layers.Dropout(
-            dropout, seed=derive(seed, 3), name="embedding_dropout"
+            dropout, seed=derive(seed, 3), dtype=policy, name="embedding_dropout"
         )
         self.blocks = [
             TransformerBlock(
@@ -155,12 +171,13 @@ class TransformerEncoder(ClipEncoder):
                 ff_dim,
                 dropout,
                 seed=derive(seed, 100 * (i + 1)),
+                dtype=policy,
                 name=f"block{i}",
             )
             for i in range(num_layers)
         ]
-        self.norm = keras.layers.LayerNormalization(name="norm")
-        self.pooling = AttentionPooling(key_dim, seed=derive(seed, 4), name="pooling")
+        self.norm = keras.layers.LayerNormalization(dtype=policy, name="norm")
+        self.pooling = AttentionPooling(key_dim, seed=derive(seed, 4), dtype=policy, name="pooling")
 
     def build(self, input_shape):
         width = self.num_heads * self.key_dim
@@ -175,6 +192,9 @@ class TransformerEncoder(ClipEncoder):
             block.build(shape)
         self.norm.build(shape)
         self.pooling.build(shape)
+
+    def _clip_width(self, input_shape):
+        return self.num_heads * self.key_dim
 
     def call(self, inputs, mask=None, training=None, return_attention=False):
         mask = frame_mask(mask, inputs)
