@@ -41,6 +41,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from keras_attn.data.images import SYNTHETIC_PER_CLASS  # noqa: E402
 from keras_attn.experiments.image import ImageExperiment  # noqa: E402
 from keras_attn.layers import attention_names  # noqa: E402
 from keras_attn.models.image import build_image_model  # noqa: E402
@@ -162,7 +163,9 @@ def main() -> None:
 
     spec = ImageExperiment().replace(batch_size=args.batch, jit_compile=args.jit_compile)
     # The default synthetic run's steps per epoch (only the schedule depends on it).
-    steps_per_epoch = math.ceil(NUM_CLASSES * spec.synthetic_per_class / spec.batch_size)
+    steps_per_epoch = math.ceil(
+        NUM_CLASSES * (spec.train_per_class or SYNTHETIC_PER_CLASS) / spec.batch_size
+    )
     print(machine_line())
     print(
         f"batch {args.batch}, {args.steps} timed steps x {args.repeats} repeats (median), "

@@ -48,7 +48,12 @@ import tensorflow as tf
 from image_step import fit_rate, machine_line, warm_up, whole_executions
 
 from keras_attn.data.features import feature_dataset
-from keras_attn.data.images import load_image_data, steps_per_epoch, train_dataset
+from keras_attn.data.images import (
+    SYNTHETIC_PER_CLASS,
+    load_image_data,
+    steps_per_epoch,
+    train_dataset,
+)
 from keras_attn.data.synthetic_video import ensure_synthetic_videos
 from keras_attn.data.video import clip_dataset, scan_clips
 from keras_attn.data.wlasl import load_wlasl
@@ -124,7 +129,7 @@ def setup_image(args, spec: ImageExperiment, work: list) -> str:
         str(ROOT / "data" / "synthetic"),
         spec.image_size,
         seed=spec.seed,
-        train_per_class=spec.synthetic_per_class,
+        train_per_class=spec.train_per_class,
     )
     per_epoch = steps_per_epoch(data, spec.batch_size)
     batches = args.batches or per_epoch
@@ -244,7 +249,7 @@ def setup_clips(args, spec: VideoExperiment, work: list, tmp: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--per-class", type=int, default=ImageExperiment().synthetic_per_class)
+    parser.add_argument("--per-class", type=int, default=SYNTHETIC_PER_CLASS)
     parser.add_argument("--clips", type=int, default=400, help="cached-feature clips (random)")
     parser.add_argument("--clips-per-class", type=int, default=8, help="synthetic MP4s, 2 classes")
     parser.add_argument("--steps", type=int, default=20, help="timed image/end-to-end steps")
@@ -261,7 +266,7 @@ def main() -> None:
             parser.error(f"unknown part {part!r}; choose from {', '.join(PARTS)}")
 
     print(machine_line())
-    image_spec = ImageExperiment().replace(synthetic_per_class=args.per_class)
+    image_spec = ImageExperiment().replace(train_per_class=args.per_class)
     video_spec = VideoExperiment()
     work: list = []
     with tempfile.TemporaryDirectory(prefix="input_bound_") as tmp:

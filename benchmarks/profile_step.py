@@ -36,6 +36,7 @@ from image_step import (
 )
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
+from keras_attn.data.images import SYNTHETIC_PER_CLASS
 from keras_attn.experiments.image import ImageExperiment
 from keras_attn.layers import attention_names
 
@@ -84,7 +85,9 @@ def main() -> None:
 
     size = SIZES[args.backbone]
     spec = ImageExperiment().replace(backbone=args.backbone, batch_size=args.batch)
-    steps_per_epoch = math.ceil(NUM_CLASSES * spec.synthetic_per_class / spec.batch_size)
+    steps_per_epoch = math.ceil(
+        NUM_CLASSES * (spec.train_per_class or SYNTHETIC_PER_CLASS) / spec.batch_size
+    )
     ds = repeated_batch(args.batch, size, NUM_CLASSES)
     print(machine_line())
     print(f"{args.backbone} at {size} px, batch {args.batch}, {args.steps} profiled steps")

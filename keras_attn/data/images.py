@@ -34,6 +34,7 @@ from keras_attn.errors import UserError
 MNIST_SOURCES = ("mnist", "fashion_mnist", "cluttered_mnist", "cluttered_fashion_mnist")
 SOURCES = ("synthetic", "folder", "cifar10", "cifar100", *MNIST_SOURCES)
 DEFAULT_FOLDER_SIZE = 128
+SYNTHETIC_PER_CLASS = 400  # training images per class the synthetic set generates by default
 
 CIFAR10_CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()  # noqa: SIM905
 CIFAR100_CLASSES = """apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy
