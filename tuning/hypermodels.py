@@ -26,6 +26,7 @@ from keras_attn.spec import Spec
 from keras_attn.training.run import TrainingDiverged, compile_for_training
 from tuning.space import Param, Space, accepting
 
+
 def searched(spec: type[Spec], name: str, **domain) -> Param:
     """A hyperparameter over the spec's setting `name`: its help and default are the
     spec's; categorical string settings search all their choices unless `values`."""
