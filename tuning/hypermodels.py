@@ -131,6 +131,8 @@ class ExperimentHyperModel(kt.HyperModel):
         objective, direction: what the tuner optimises.
     """
 
+    train_options: dict = {}
+
     def __init__(self, name, experiment, base: Spec, space: Space, objective, direction):
         super().__init__(name=name)
         self.experiment = experiment
@@ -186,6 +188,7 @@ class ExperimentHyperModel(kt.HyperModel):
                 until_epoch=epochs,
                 extra_callbacks=list(callbacks),
                 progress_bar=False,
+                **self.train_options,
             )
         except TrainingDiverged as err:  # a failed trial; the search goes on
             raise kt.errors.FailedTrialError(str(err)) from None
@@ -193,7 +196,10 @@ class ExperimentHyperModel(kt.HyperModel):
 
 
 class ImageHyperModel(ExperimentHyperModel):
-    """The image experiment, as in train_image.py."""
+    """The image experiment, as in train_image.py, except that a trial never sees the test
+    split (a search chooses among its trials)."""
+
+    train_options = dict(evaluate_test=False)
 
     def __init__(self, base: ImageExperiment, space: Space, objective, direction):
         super().__init__("image", image_experiment, base, space, objective, direction)
