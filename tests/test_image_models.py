@@ -14,7 +14,7 @@ from keras import ops
 
 from keras_attn.errors import UserError
 from keras_attn.models import attention_layers, attention_model, build_image_model
-from keras_attn.models.backbones import mobilenet
+from keras_attn.models.backbones import pretrained_backbone
 
 SIZE = 32
 
@@ -176,7 +176,7 @@ def test_models_package_imports_no_tensorflow():
 def test_bad_model_choices_are_one_line_user_errors():
     with pytest.raises(UserError, match="unknown attention 'sparse'; valid: none, channel"):
         build_image_model(3, 32, attention="sparse")
-    with pytest.raises(UserError, match="only mobilenet_v2, mobilenet_v3_small take"):
+    with pytest.raises(UserError, match="only efficientnet_lite0, mobilenet_v2, mobilenet_v3_small take"):
         build_image_model(3, 32, backbone="small_cnn", weights="imagenet")
     with pytest.raises(UserError, match="no such file"):
         build_image_model(3, 32, backbone="mobilenet_v2", weights="/nonexistent.weights.h5")
@@ -190,7 +190,7 @@ def test_uncached_imagenet_weights_offline_is_one_clear_line(tmp_path, monkeypat
     for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
     with pytest.raises(UserError) as err:
-        mobilenet("mobilenet_v2", 96, "imagenet")
+        pretrained_backbone("mobilenet_v2", 96, "imagenet")
     message = str(err.value)
     assert "not cached" in message and "--backbone-weights none" in message
     assert "\n" not in message
@@ -198,10 +198,10 @@ def test_uncached_imagenet_weights_offline_is_one_clear_line(tmp_path, monkeypat
 
 def test_backbone_weights_from_a_file(tmp_path):
     keras.utils.set_random_seed(1)
-    net, _ = mobilenet("mobilenet_v2", 32, "none")
+    net, _ = pretrained_backbone("mobilenet_v2", 32, "none")
     path = tmp_path / "backbone.weights.h5"
     net.save_weights(path)
     keras.utils.set_random_seed(2)
-    loaded, _ = mobilenet("mobilenet_v2", 32, str(path))
+    loaded, _ = pretrained_backbone("mobilenet_v2", 32, str(path))
     for a, b in zip(net.weights, loaded.weights, strict=True):
         np.testing.assert_array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b))

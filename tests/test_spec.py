@@ -74,7 +74,7 @@ def test_a_run_config_read_back_is_the_same_spec_and_the_same_run_name(tmp_path)
         ({"preset": "nope"}, "unknown preset 'nope'"),
         ({"lr": "fast"}, "--lr: expected float"),
         ({"bogus": 1}, "unknown setting(s) for the ImageExperiment: bogus"),
-        ({"backbone_weights": "imagenet"}, "only mobilenet_v2, mobilenet_v3_small take"),
+        ({"backbone_weights": "imagenet"}, "only efficientnet_lite0, mobilenet_v2, mobilenet_v3_small take"),
     ],
 )
 def test_a_bad_value_is_a_user_error_naming_its_flag(values, message):
@@ -162,7 +162,7 @@ def test_the_augment_setting_reaches_the_training_pipeline(tmp_path, monkeypatch
     from keras_attn.experiments.image import load_data
 
     monkeypatch.chdir(tmp_path)
-    small = dict(synthetic_per_class=2, image_size=16)
+    small = dict(train_per_class=2, image_size=16)
     assert load_data(ImageExperiment(**small)).augment == "crop_pad"  # the source's own
     assert load_data(ImageExperiment(**small, augment="none")).augment == "none"
     assert ImageExperiment(augment="none").run_name() != ImageExperiment().run_name()
