@@ -1,5 +1,6 @@
 """Running the training scripts as a user would, from the tests."""
 
+import contextlib
 import os
 import runpy
 import subprocess
@@ -33,3 +34,18 @@ def run_main(script, args, monkeypatch, cwd):
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_path(str(ROOT / script), run_name="__main__")
     return exit_info.value.code
+
+
+def interrupt(proc, timeout=120):
+    """Ctrl-C until `proc` exits. TensorFlow imports JAX when it is installed, and a
+    KeyboardInterrupt that lands in JAX's garbage-collector callback is swallowed by Python
+    ("Exception ignored in _xla_gc_callback"), so one signal is not always enough; a user
+    would press Ctrl-C again too."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        proc.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)

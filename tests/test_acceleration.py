@@ -19,7 +19,7 @@ def test_auto_is_off_without_a_gpu_and_bad_settings_are_refused():
     assert acceleration.resolve("on") is True and acceleration.resolve("off") is False
     with pytest.raises(ValueError, match="unknown setting 'fast'"):
         acceleration.resolve("fast")
-    with pytest.raises(ValueError, match="--jit-compile must be auto, on or off"):
+    with pytest.raises(ValueError, match="unknown jit compile 'yes'; valid: auto, on, off"):
         TrainingSpec(jit_compile="yes").validate()
 
 

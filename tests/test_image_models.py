@@ -176,7 +176,7 @@ def test_models_package_imports_no_tensorflow():
 def test_bad_model_choices_are_one_line_user_errors():
     with pytest.raises(UserError, match="unknown attention 'sparse'; valid: none, channel"):
         build_image_model(3, 32, attention="sparse")
-    with pytest.raises(UserError, match="only efficientnet_lite0, mobilenet_v2, mobilenet_v3_small take"):
+    with pytest.raises(UserError, match="only efficientnet_lite0, mobilenet_v2"):
         build_image_model(3, 32, backbone="small_cnn", weights="imagenet")
     with pytest.raises(UserError, match="no such file"):
         build_image_model(3, 32, backbone="mobilenet_v2", weights="/nonexistent.weights.h5")

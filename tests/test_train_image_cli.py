@@ -9,7 +9,7 @@ import time
 import keras
 import pandas as pd
 import pytest
-from cli_runner import OFFLINE, ROOT, run_cli, run_main
+from cli_runner import OFFLINE, ROOT, interrupt, run_cli, run_main
 
 import keras_attn  # noqa: F401  (registers the layers for load_model)
 
@@ -190,7 +190,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     )
     for line in proc.stdout:
         if line.startswith("Epoch 02/30"):  # epoch 1 and all its callbacks are done
-            proc.send_signal(signal.SIGINT)
+            interrupt(proc)
             break
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]

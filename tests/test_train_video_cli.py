@@ -80,9 +80,14 @@ def test_one_epoch_smoke_run_and_a_warm_second_run(tmp_path):
     done = _cli(args, tmp_path)
     assert done.returncode == 0, done.stderr
     assert "missing" in done.stdout and "Epoch 01/1 | loss=" in done.stdout
-    assert "RANDOM" in done.stderr  # no ImageNet weights here: said loudly
+    # Offline, the default encoder is still ImageNet-pretrained: its weights ship with the
+    # requirements (EfficientNet-Lite0), so there is no warning about a random encoder.
+    assert "RANDOM" not in done.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["frozen_backbone_is_random"]
+    assert summary["status"] == "completed" and not summary["frozen_backbone_is_random"]
+    assert summary["backbone_weights_used"] == "imagenet-579344248a93e230"
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["backbone"] == "efficientnet_lite0" and config["backbone_weights"] == "imagenet"
     assert summary["feature_cache"]["hits"] == 0 and summary["feature_cache"]["misses"] > 0
     assert sum(summary["index"]["missing"].values()) >= 1
     # Another run on the same data starts warm: every clip from the cache.

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from cli_runner import OFFLINE, ROOT
+from cli_runner import OFFLINE, ROOT, interrupt
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from keras_attn.cli import main_guard
@@ -166,8 +166,7 @@ def test_interrupted_image_search_resumes_without_rerunning_finished_trials(
             assert search.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
         time.sleep(0.5)
-        search.send_signal(signal.SIGINT)
-        search.wait(timeout=60)
+        interrupt(search, timeout=60)
     finally:
         _kill(search)
     assert search.returncode == 130, log.read_text()
@@ -198,7 +197,7 @@ def test_interrupted_image_search_resumes_without_rerunning_finished_trials(
 
     # Every trial is an HParams session with its hyperparameters and final metrics.
     for _, row in table.iterrows():
-        logs = project / "logs" / row["trial_id"]
+        logs = project / f"trial_{row['trial_id']}" / "logs"
         session = _session_hparams(logs)
         assert session["attention"] == row["attention"]
         assert session["lr"] == pytest.approx(row["lr"])
@@ -263,7 +262,7 @@ def test_video_search_prepares_features_once_per_number_of_frames(monkeypatch, t
     assert set(table["num_frames"]) == {2, 4} and set(table["temporal"]) <= {"avg", "gru"}
     assert "temporal_pool" not in table  # only a TCN pools: never active here
     for trial_id in table["trial_id"]:
-        assert _session_hparams(project / "logs" / trial_id)["width"] == 16
+        assert _session_hparams(project / f"trial_{trial_id}" / "logs")["width"] == 16
     best = json.loads((project / "best_hparams.json").read_text())
     frames = best["hyperparameters"]["num_frames"]
     model = keras.saving.load_model(project / "best.keras")
@@ -314,4 +313,5 @@ def test_a_chief_and_two_workers_on_loopback_share_the_trials(tmp_path):
         assert f"ran trials: {', '.join(sorted(trials))}" in outputs[worker]
     assert "Best: trial" in outputs["chief"] and (project / "best.keras").exists()
     for trial_id in table["trial_id"]:  # each trial ran exactly once
-        assert len(_scalars(project / "logs" / trial_id / "validation", "epoch_accuracy")) == 1
+        logs = project / f"trial_{trial_id}" / "logs"
+        assert len(_scalars(logs / "validation", "epoch_accuracy")) == 1
