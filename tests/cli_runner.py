@@ -33,3 +33,10 @@ def run_main(script, args, monkeypatch, cwd):
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_path(str(ROOT / script), run_name="__main__")
     return exit_info.value.code
+
+
+def run_to_the_end(script, args, monkeypatch, cwd):
+    """The script in this process, expected to finish without an error (no SystemExit)."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    runpy.run_path(str(ROOT / script), run_name="__main__")

@@ -19,7 +19,7 @@ def test_auto_is_off_without_a_gpu_and_bad_settings_are_refused():
     assert acceleration.resolve("on") is True and acceleration.resolve("off") is False
     with pytest.raises(ValueError, match="unknown setting 'fast'"):
         acceleration.resolve("fast")
-    with pytest.raises(ValueError, match="--jit-compile must be auto, on or off"):
+    with pytest.raises(ValueError, match="unknown jit compile 'yes'; valid: auto, on, off"):
         TrainingSpec(jit_compile="yes").validate()
 
 
@@ -62,6 +62,7 @@ def _run(tmp_path, name, **cfg):
     return pd.read_csv(tmp_path / name / "history.csv"), tmp_path / name / "best.keras"
 
 
+@pytest.mark.slow
 def test_mixed_precision_and_xla_runs_train_like_the_default_one(tmp_path):
     default, _ = _run(tmp_path, "default", mixed_precision="off", jit_compile="off")
     xla, _ = _run(tmp_path, "xla", mixed_precision="off", jit_compile="on")
