@@ -49,3 +49,10 @@ def interrupt(proc, timeout=120):
         proc.send_signal(signal.SIGINT)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
+
+
+def run_to_the_end(script, args, monkeypatch, cwd):
+    """The script in this process, expected to finish without an error (no SystemExit)."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    runpy.run_path(str(ROOT / script), run_name="__main__")

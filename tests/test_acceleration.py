@@ -62,6 +62,7 @@ def _run(tmp_path, name, **cfg):
     return pd.read_csv(tmp_path / name / "history.csv"), tmp_path / name / "best.keras"
 
 
+@pytest.mark.slow
 def test_mixed_precision_and_xla_runs_train_like_the_default_one(tmp_path):
     default, _ = _run(tmp_path, "default", mixed_precision="off", jit_compile="off")
     xla, _ = _run(tmp_path, "xla", mixed_precision="off", jit_compile="on")

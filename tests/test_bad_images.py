@@ -256,6 +256,7 @@ def test_streamed_loading_skips_the_same_files_and_keeps_labels(corpus):
 # ------------------------------------------------------------------------ a whole run
 
 
+@pytest.mark.slow
 def test_a_run_with_one_file_in_five_bad_trains_to_the_end(tmp_path):
     Image.new("RGB", (24, 24), (1, 2, 3)).save(tmp_path / "x.png")
     png = (tmp_path / "x.png").read_bytes()

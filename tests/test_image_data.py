@@ -405,6 +405,7 @@ def test_in_memory_images_of_another_size_are_resized_in_the_pipeline(noise_data
 # -------------------------------------------------------------------------------- CIFAR
 
 
+@pytest.mark.slow
 def test_cifar_offline_and_uncached_is_a_one_line_user_error(tmp_path):
     script = (
         "from keras_attn.data.images import load_image_data\n"
@@ -438,3 +439,28 @@ def test_cifar_offline_and_uncached_is_a_one_line_user_error(tmp_path):
         f"USERERROR CIFAR-10 is not cached in {tmp_path}/datasets and {tail}",
     ]
     assert "Downloading" not in out  # nothing misleading before the error
+
+
+def test_cifar_download_failure_in_this_process_is_a_user_error_unless_cached(
+    tmp_path, monkeypatch
+):
+    """The fast twin of the test above: the download fails as it does offline (Keras raises
+    from get_file), the error names the cache; a cached but unreadable set shows its error."""
+    import keras
+
+    def offline():
+        raise Exception("URL fetch failure: [Errno 111] Connection refused")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    for module in (keras.datasets.cifar10, keras.datasets.cifar100):
+        monkeypatch.setattr(module, "load_data", offline)
+    with pytest.raises(UserError) as caught:
+        load_image_data("cifar10", None, None, seed=0)
+    assert str(caught.value) == (
+        f"CIFAR-10 is not cached in {tmp_path}/datasets and could not be downloaded "
+        "(no network?); use --data synthetic or --data folder --data-dir DIR"
+    )
+    (tmp_path / "datasets" / "cifar-100-python-target").mkdir(parents=True)
+    with pytest.raises(Exception, match="Connection refused") as caught:
+        load_image_data("cifar100", None, None, seed=0)
+    assert not isinstance(caught.value, UserError)

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -15,8 +16,13 @@ from cli_runner import OFFLINE, ROOT
 
 from keras_attn.data.synthetic_video import ensure_synthetic_videos
 from keras_attn.data.wlasl import ClipRecord, WlaslIndex
-from keras_attn.study.grid import collect, grid_cells
+from keras_attn.study import __main__ as study_main
+from keras_attn.study import distributed, grid
+from keras_attn.study.distributed import GridTuner
+from keras_attn.study.grid import collect, grid_cells, run_dir_for, run_grid, write_tables
+from keras_attn.study.image import focus_set
 from keras_attn.study.video import in_sign_frames
+from keras_attn.training.run import TrainingDiverged
 
 TINY_IMAGES = [
     "--synthetic-per-class",
@@ -39,6 +45,7 @@ def study(args, cwd, extra_env=None, **popen):
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_two_variants_two_seeds_two_epochs_then_a_rerun_that_trains_nothing(tmp_path):
     args = ["image", "--attention", "cbam", "--seeds", "2", "--epochs", "2", *TINY_IMAGES]
     args += ["--out", "study"]
@@ -115,6 +122,7 @@ def test_a_study_killed_mid_run_resumes_with_every_epoch_once(tmp_path):
         assert epochs.tolist() == [1, 2, 3], cell
 
 
+@pytest.mark.slow
 def test_a_diverging_variant_is_counted_as_failed_and_the_study_goes_on(tmp_path):
     args = ["image", "--attention", "channel", "--seeds", "1", "--epochs", "2", *TINY_IMAGES]
     done = study([*args, "--lr", "1e9", "--optimizer", "sgd", "--out", "study"], tmp_path)
@@ -126,6 +134,7 @@ def test_a_diverging_variant_is_counted_as_failed_and_the_study_goes_on(tmp_path
     assert "2 diverged or failed" in report or "diverged or failed: 2" in report
 
 
+@pytest.mark.slow
 def test_a_video_study_scores_temporal_weights_against_the_sign(tmp_path):
     data = ensure_synthetic_videos(
         tmp_path / "synthetic",
@@ -169,17 +178,124 @@ def test_in_sign_frames_uses_the_annotated_range_and_an_open_end():
     ]
 
 
-def test_bad_variants_and_seeds_are_one_line_errors(tmp_path):
-    for args, message in (
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
         (["image", "--attention", "none,foo"], "unknown attention 'foo'"),
         (["image", "--attention", "cbam,cbam"], "listed twice"),
         (["video", "--temporal", "avg,lstm"], "unknown temporal 'lstm'"),
         (["image", "--seeds", "0"], "--seeds must be at least 1"),
-    ):
-        done = study(args, tmp_path)
-        assert done.returncode == 2, (args, done.stderr)
-        assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert not (tmp_path / "data").exists()  # refused before any data was generated
+        (["image", "--epochs", "zero"], "invalid int value"),
+    ],
+)
+def test_bad_variants_and_seeds_are_one_line_errors(args, message, monkeypatch, tmp_path, capsys):
+    """In this process: the study's own main, as `python -m keras_attn.study` runs it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["python -m keras_attn.study", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        study_main.cli()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert not list(tmp_path.iterdir())  # refused before any data or folder was made
+
+
+def test_print_config_resolves_the_baseline_with_the_study_defaults(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["python -m keras_attn.study", "image", "--print-config"])
+    study_main.main()
+    config = json.loads(capsys.readouterr().out)
+    assert config["attention"] == "none"  # the baseline; the variants are the study's
+    assert (config["image_size"], config["batch_size"], config["epochs"]) == (48, 32, 25)
+    assert not list(tmp_path.iterdir())
+
+
+def _fake_cell(out, variant, seed, diverge=()):
+    """What a finished run leaves behind, without training: summary.json and history.csv."""
+    run_dir = run_dir_for(out, variant, seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    accuracy = 0.5 + 0.1 * seed + (0.2 if variant != "none" else 0.0)
+    status = "diverged" if (variant, seed) in diverge else "completed"
+    summary = dict(status=status, best_val_accuracy=accuracy, best_epoch=2, epochs_completed=2)
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    history = pd.DataFrame(dict(epoch=[1, 2], val_accuracy=[accuracy - 0.1, accuracy]))
+    history.to_csv(run_dir / "history.csv", index=False)
+    if status == "diverged":
+        raise TrainingDiverged(f"diverged in epoch 2 ({variant}, seed {seed})")
+    return summary
+
+
+def test_run_grid_runs_each_cell_once_seed_major_and_counts_a_divergence(
+    tmp_path, monkeypatch, capsys
+):
+    calls = []
+
+    def run_one(variant, seed, run_dir):
+        calls.append((variant, seed, run_dir))
+        return _fake_cell(tmp_path, variant, seed, diverge={("cbam", 1)})
+
+    # Memory is freed after every cell, a diverged one too (the real thing: clear_session).
+    monkeypatch.setattr(grid, "free_memory", lambda: calls.append("freed"))
+    counts = run_grid(tmp_path, ["none", "cbam"], [0, 1], run_one)
+    assert counts == {"completed": 3, "failed": 1}
+    assert calls[1::2] == ["freed"] * 4
+    calls = calls[::2]
+    assert [(v, s) for v, s, _ in calls] == [("none", 0), ("cbam", 0), ("none", 1), ("cbam", 1)]
+    assert calls[1][2] == tmp_path / "runs" / "cbam-seed0"
+    assert "[study] cbam seed 1 failed: diverged in epoch 2" in capsys.readouterr().out
+    curves, runs = collect(tmp_path, ["none", "cbam"], [0, 1])
+    assert runs["status"].tolist() == ["completed", "completed", "completed", "failed"]
+    assert runs["best_val_accuracy"].tolist() == pytest.approx([0.5, 0.7, 0.6, 0.8])
+    assert len(curves) == 8 and list(curves.columns[:3]) == ["variant", "seed", "epoch"]
+    write_tables(tmp_path, curves, runs)
+    assert pd.read_csv(tmp_path / "results.csv")["variant"].tolist() == list(runs["variant"])
+
+
+def test_the_grid_tuner_hands_out_every_cell_exactly_once(tmp_path, monkeypatch, capsys):
+    """The distributed study's tuner, here in one process: no chief, no training."""
+    for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
+        monkeypatch.delenv(name, raising=False)
+
+    def run_one(variant, seed, run_dir):
+        assert run_dir == run_dir_for(tmp_path, variant, seed)
+        return _fake_cell(tmp_path, variant, seed, diverge={("channel", 0)})
+
+    freed = []
+    monkeypatch.setattr(distributed, "free_memory", lambda: freed.append(1))
+    tuner = GridTuner(tmp_path, ["none", "channel"], [0, 1], run_one)
+    tuner.search()
+    assert len(freed) == 4
+    assert sorted(tuner.cells_run) == [("channel", 0), ("channel", 1), ("none", 0), ("none", 1)]
+    out = capsys.readouterr().out
+    assert "[study] channel seed 0 failed: diverged in epoch 2" in out
+    trials = tuner.oracle.get_best_trials(4)
+    scores = {
+        (t.hyperparameters.get("variant"), t.hyperparameters.get("seed")): t.score for t in trials
+    }
+    # A diverged cell scores 0; the others their run's best val accuracy.
+    assert scores == pytest.approx(
+        {("none", 0): 0.5, ("channel", 0): 0.0, ("none", 1): 0.6, ("channel", 1): 0.8}
+    )
+    # A restarted search hands out nothing again: the oracle's state is in <out>/grid_oracle.
+    again = GridTuner(tmp_path, ["none", "channel"], [0, 1], run_one)
+    again.search()
+    assert again.cells_run == []
+
+
+def test_focus_set_takes_the_classes_in_turn_and_only_with_boxes():
+    labels = np.array([0, 0, 0, 1, 2, 2], np.int32)
+    data = SimpleNamespace(
+        val_images=np.arange(6, dtype=np.uint8).reshape(6, 1, 1, 1),
+        val_labels=labels,
+        val_boxes=np.arange(24, dtype=np.float32).reshape(6, 4),
+        num_classes=3,
+    )
+    chosen = focus_set(data, 5)
+    assert chosen["labels"].tolist() == [0, 1, 2, 0, 2]
+    assert chosen["images"].ravel().tolist() == [0, 3, 4, 1, 5]
+    assert chosen["boxes"][:, 0].tolist() == [0, 12, 16, 4, 20]
+    assert focus_set(data, 0) is None
+    assert focus_set(SimpleNamespace(**{**vars(data), "val_boxes": None}), 5) is None
 
 
 def test_collect_lists_cells_never_started_as_missing(tmp_path):
@@ -193,6 +309,7 @@ def test_collect_lists_cells_never_started_as_missing(tmp_path):
     assert curves.empty and runs["status"].tolist() == ["missing"]
 
 
+@pytest.mark.slow
 def test_a_chief_and_two_workers_on_loopback_share_the_grid(tmp_path):
     # The data exists before the workers start, as it would on a shared disk.
     study(

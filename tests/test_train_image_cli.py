@@ -5,13 +5,15 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import keras
 import pandas as pd
 import pytest
-from cli_runner import OFFLINE, ROOT, interrupt, run_cli, run_main
+from cli_runner import OFFLINE, ROOT, interrupt, run_cli, run_main, run_to_the_end
 
 import keras_attn  # noqa: F401  (registers the layers for load_model)
+from keras_attn.experiments import image as image_experiment
 
 TINY = ["--synthetic-per-class", "6", "--image-size", "32", "--batch-size", "16"]
 
@@ -56,6 +58,41 @@ def test_folder_with_one_class_and_an_empty_folder_are_refused(monkeypatch, tmp_
     assert "class" in err and "Traceback" not in err
 
 
+def test_the_script_hands_the_trainer_the_model_data_and_run_dir(monkeypatch, tmp_path, capsys):
+    """The fast twin of the smoke run: train_image.py's main in this process up to
+    run_training, which only checks what it is given (one batch through the model)."""
+    given = {}
+
+    def trainer(build, train_data, val_data, steps, spec, run_dir, summary_extra, **options):
+        model = build()
+        (x, y), *_ = train_data(0, 1).take(1)
+        given.update(
+            logits=tuple(model(x).shape),
+            batch=(tuple(x.shape), tuple(y.shape)),
+            val=tuple(next(iter(val_data))[0].shape),
+            steps=steps,
+            spec=spec,
+            run_dir=run_dir,
+            extra=summary_extra,
+            options=options,
+        )
+        return {"status": "completed"}
+
+    monkeypatch.setattr(image_experiment, "run_training", trainer)
+    run_to_the_end("train_image.py", [*TINY, "--epochs", "1"], monkeypatch, tmp_path)
+    assert given["logits"] == (16, 6)  # 6 synthetic classes
+    assert given["batch"] == ((16, 32, 32, 3), (16,)) and given["val"] == (16, 32, 32, 3)
+    assert given["steps"] == 3  # 36 training images in batches of 16
+    spec = given["spec"]
+    assert (spec.attention, spec.image_size, spec.epochs, spec.batch_size) == ("cbam", 32, 1, 16)
+    assert given["run_dir"] == Path("runs", "image", spec.run_name())
+    assert given["extra"]["num_train"] == 36 and len(given["extra"]["class_names"]) == 6
+    assert given["extra"]["skipped_files"] == []
+    assert f"Run directory: {given['run_dir']}" in capsys.readouterr().out
+    assert not (tmp_path / "runs").exists()  # the trainer writes it, and it wrote nothing
+
+
+@pytest.mark.slow
 def test_one_epoch_smoke_run_writes_a_complete_run_directory(tmp_path):
     done = _cli([*TINY, "--epochs", "1", "--run-dir", "run"], tmp_path)
     assert done.returncode == 0, done.stderr
@@ -90,6 +127,7 @@ def test_one_epoch_smoke_run_writes_a_complete_run_directory(tmp_path):
     assert again.returncode == 0 and "already complete" in again.stdout
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_and_every_epoch_appears_once(tmp_path):
     args = [*TINY, "--epochs", "3", "--run-dir", "run", "--attention", "none"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **OFFLINE}
@@ -172,6 +210,7 @@ def test_killed_at_random_points_it_resumes_with_every_epoch_once_and_a_loadable
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     import signal
 

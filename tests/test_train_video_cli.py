@@ -3,13 +3,15 @@
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from cli_runner import run_cli, run_main
+from cli_runner import run_cli, run_main, run_to_the_end
 
 from keras_attn.data.synthetic_video import ensure_synthetic_videos
+from keras_attn.experiments import video as video_experiment
 
 
 def _cli(args, cwd):
@@ -56,6 +58,55 @@ def test_bad_flags_are_one_line_and_exit_2(args, message, monkeypatch, tmp_path,
     assert message in err and len(err.splitlines()) == 1
 
 
+def test_the_script_hands_the_trainer_cached_features_and_the_head(monkeypatch, tmp_path, capsys):
+    """The fast twin of the smoke run: train_video.py's main in this process, frozen
+    features computed and cached, up to run_training, which only checks what it is given."""
+    data = ensure_synthetic_videos(
+        tmp_path / "synthetic",
+        num_classes=2,
+        clips_per_class=6,
+        num_signers=3,
+        val_signers=1,
+        image_size=32,
+    )
+    given = {}
+
+    def trainer(build, train_data, val_data, steps, spec, run_dir, summary_extra, **options):
+        model = build()
+        ((x, mask), y), *_ = train_data(0, 1).take(1)
+        given.update(
+            logits=tuple(model([x, mask]).shape),
+            batch=(tuple(x.shape), tuple(mask.shape), tuple(y.shape)),
+            steps=steps,
+            spec=spec,
+            run_dir=run_dir,
+            extra=summary_extra,
+        )
+        return {"status": "completed"}
+
+    monkeypatch.setattr(video_experiment, "run_training", trainer)
+    args = ["--data-dir", str(data), "--image-size", "32", "--num-frames", "2", "--epochs", "1"]
+    args += ["--backbone-weights", "none", "--cache-dir", "cache", "--batch-size", "4"]
+    run_to_the_end("train_video.py", args, monkeypatch, tmp_path)
+    out = capsys.readouterr().out
+    spec, extra = given["spec"], given["extra"]
+    assert (spec.num_frames, spec.image_size, spec.temporal) == (2, 32, "tcn")
+    assert given["logits"] == (4, 2)
+    x_shape, mask_shape, y_shape = given["batch"]
+    assert x_shape[:2] == (4, 2) and mask_shape == (4, 2) and y_shape == (4,)
+    assert given["run_dir"] == Path("runs", "video", spec.run_name())
+    assert extra["class_names"] == sorted(extra["class_names"]) and len(extra["class_names"]) == 2
+    assert extra["frozen_backbone_is_random"]  # --backbone-weights none: said so
+    assert sum(extra["index"]["missing"].values()) >= 1 and "missing" in out
+    clips = extra["index"]["clips"]
+    assert given["steps"] == -(-clips["train"] // 4)
+    # Every readable clip went through the frozen encoder once, into the cache.
+    assert extra["feature_cache"] == {"hits": 0, "misses": clips["train"] + clips["val"]}
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == clips["train"] + clips["val"]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
 def test_one_epoch_smoke_run_and_a_warm_second_run(tmp_path):
     data = ensure_synthetic_videos(
         tmp_path / "synthetic",
@@ -137,6 +188,7 @@ def _h264(path, frames, fps):
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg makes the H.264 clips")
+@pytest.mark.slow
 def test_a_wlasl_folder_in_nslt_format_with_h264_clips_trains_unchanged(tmp_path):
     """Varied length, frame rate and size; missing files; frame_end past the end; nslt index."""
     data = tmp_path / "WLASL"

@@ -145,6 +145,7 @@ class _InterruptAt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
     cfg = TrainingSpec(epochs=4, batch_size=16, lr=1e-2, deterministic=True)
     with pytest.raises(KeyboardInterrupt):
@@ -163,6 +164,7 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
     assert resumed["epochs_completed"] == 4
 
 
+@pytest.mark.slow
 def test_a_different_config_in_the_same_run_dir_is_refused(tmp_path):
     _run(tmp_path, TrainingSpec(epochs=1, batch_size=16))
     # A run made before a setting existed still matches it at its default, not otherwise.
@@ -194,6 +196,7 @@ def test_divergence_stops_with_the_epoch_and_keeps_the_last_good_model(tmp_path)
     assert all(np.isfinite(w).all() for w in model.get_weights())
 
 
+@pytest.mark.slow
 def test_several_steps_per_execution_train_exactly_as_one(tmp_path):
     # 4 steps per epoch: neither 3 nor 32 divides it, so partial executions are covered too.
     histories = []

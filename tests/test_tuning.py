@@ -16,12 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from cli_runner import OFFLINE, ROOT, interrupt
+from cli_runner import OFFLINE, ROOT
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from keras_attn.cli import main_guard
 from keras_attn.data.images import load_image_data
 from keras_attn.data.synthetic_video import ensure_synthetic_videos
+from keras_attn.experiments import image as image_experiment
 from tuning.__main__ import main
 from tuning.hypermodels import IMAGE_SPACE
 
@@ -40,6 +41,10 @@ def _exit_code(argv, monkeypatch):
     except SystemExit as exit_info:
         return exit_info.code
     return 0
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
 
 
 def _kill(process):
@@ -142,6 +147,54 @@ def test_a_chief_port_in_use_or_a_missing_variable_is_one_line(monkeypatch, tmp_
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_search_in_this_process_records_every_trial_and_the_best(monkeypatch, tmp_path, capsys):
+    """The fast twin of the searches below: the real tuner, oracle, trial directories and
+    results; each trial's model is built and compiled, its training is a stand-in that
+    writes the history a run would (val accuracy set by the attention)."""
+    monkeypatch.chdir(tmp_path)
+    accuracy = {"none": 0.25, "channel": 0.75}
+    trained = []
+
+    def trainer(build, train_data, val_data, steps, spec, run_dir, model=None, **options):
+        assert model is not None and model.output.shape[-1] == 6  # the tuner built it
+        trained.append((Path(run_dir).name, spec.attention, spec.lr))
+        history = pd.DataFrame(
+            dict(
+                epoch=[1, 2],
+                loss=[1.5, 1.0],
+                val_accuracy=[accuracy[spec.attention] / 2, accuracy[spec.attention]],
+                grad_norm_mean=[2.0, 1.0],
+            )
+        )
+        history.to_csv(Path(run_dir) / "history.csv", index=False)
+        return {"status": "completed", "best_val_accuracy": accuracy[spec.attention]}
+
+    monkeypatch.setattr(image_experiment, "run_training", trainer)
+    argv = [*TINY_IMAGE, "--tuner", "grid", "--attention", "none,channel", "--max-trials", "3"]
+    argv += ["--fixed", "lr=1e-3,weight_decay=1e-4,label_smoothing=0,dropout=0.1,reduction=8"]
+    main(argv)  # the grid has two cells: the search ends after them
+    project = tmp_path / "runs" / "tuning" / "image"
+    table = pd.read_csv(project / "trials.csv", dtype={"trial_id": str})
+    assert sorted(trained) == sorted(
+        ("trial_" + trial_id, attention, 1e-3)
+        for trial_id, attention in zip(table["trial_id"], table["attention"], strict=True)
+    )
+    assert (table["status"] == "COMPLETED").all()
+    assert table.set_index("attention")["best_val_accuracy"].to_dict() == accuracy
+    assert (table["epochs"] == 2).all() and (table["best_epoch"] == 2).all()
+    assert (table["grad_norm_mean"] == 1.0).all()  # measured at the best epoch
+    best = json.loads((project / "best_hparams.json").read_text())
+    assert best["hyperparameters"]["attention"] == "channel" and best["score"] == 0.75
+    for _, row in table.iterrows():
+        trial_dir = project / f"trial_{row['trial_id']}"
+        assert json.loads((trial_dir / "run.json").read_text())["status"] == "completed"
+        assert _session_hparams(trial_dir / "logs")["attention"] == row["attention"]
+        assert _scalars(trial_dir / "logs", "best_val_accuracy") == [row["best_val_accuracy"]]
+    out = capsys.readouterr().out
+    assert "Best: trial" in out and "its model is not in this directory" in out
+
+
+@pytest.mark.slow
 def test_interrupted_image_search_resumes_without_rerunning_finished_trials(
     monkeypatch, tmp_path, capsys
 ):
@@ -160,13 +213,27 @@ def test_interrupted_image_search_resumes_without_rerunning_finished_trials(
             stdout=output,
             stderr=subprocess.STDOUT,
         )
+    second = project / "trial_1"
     try:
         deadline = time.monotonic() + TIMEOUT
-        while not (project / "trial_1" / "run.json").exists():
+        # The trial's run writes summary.json just before it starts training (run.json
+        # comes earlier, before its model is built).
+        while not (second / "summary.json").exists():
             assert search.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
         time.sleep(0.5)
-        interrupt(search, timeout=60)
+        for _ in range(5):
+            search.send_signal(signal.SIGINT)
+            try:
+                search.wait(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                # Python drops a KeyboardInterrupt raised inside a weakref callback
+                # ("Exception ignored in ... KeyboardInterrupt"): press Ctrl-C again, as a
+                # user would, unless this one is already being handled.
+                if any("interrupted" in _text(second / n) for n in ("run.json", "summary.json")):
+                    search.wait(timeout=60)
+                    break
     finally:
         _kill(search)
     assert search.returncode == 130, log.read_text()
@@ -236,6 +303,7 @@ def test_interrupted_image_search_resumes_without_rerunning_finished_trials(
     assert check.stdout.strip().splitlines()[-1] == "(3, 6)"
 
 
+@pytest.mark.slow
 def test_video_search_prepares_features_once_per_number_of_frames(monkeypatch, tmp_path, capsys):
     monkeypatch.chdir(tmp_path)
     for name, value in OFFLINE.items():
@@ -270,6 +338,7 @@ def test_video_search_prepares_features_once_per_number_of_frames(monkeypatch, t
     assert model.predict([features, np.ones((3, frames), bool)], verbose=0).shape == (3, 2)
 
 
+@pytest.mark.slow
 def test_a_chief_and_two_workers_on_loopback_share_the_trials(tmp_path):
     # The data exists before the workers start, as it would on a shared disk.
     load_image_data("synthetic", str(tmp_path / "data" / "synthetic"), 32, 0, train_per_class=6)
@@ -313,5 +382,5 @@ def test_a_chief_and_two_workers_on_loopback_share_the_trials(tmp_path):
         assert f"ran trials: {', '.join(sorted(trials))}" in outputs[worker]
     assert "Best: trial" in outputs["chief"] and (project / "best.keras").exists()
     for trial_id in table["trial_id"]:  # each trial ran exactly once
-        logs = project / f"trial_{trial_id}" / "logs"
-        assert len(_scalars(logs / "validation", "epoch_accuracy")) == 1
+        validation = project / f"trial_{trial_id}" / "logs" / "validation"
+        assert len(_scalars(validation, "epoch_accuracy")) == 1
