@@ -42,9 +42,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_attn.data.images import SYNTHETIC_PER_CLASS  # noqa: E402
+from keras_attn.experiments import image as image_experiment  # noqa: E402
 from keras_attn.experiments.image import ImageExperiment  # noqa: E402
 from keras_attn.layers import attention_names  # noqa: E402
-from keras_attn.models.image import build_image_model  # noqa: E402
 from keras_attn.training import acceleration  # noqa: E402
 from keras_attn.training.run import compile_for_training  # noqa: E402
 
@@ -65,20 +65,8 @@ def machine_line() -> str:
 
 
 def image_model(spec: ImageExperiment, num_classes: int, size: int):
-    """`() -> model`: the image experiment's classifier for `spec` without data (what
-    `keras_attn.experiments.image.build_model` builds from an ImageData)."""
-    return functools.partial(
-        build_image_model,
-        num_classes,
-        size,
-        backbone=spec.backbone,
-        attention=spec.attention,
-        weights=spec.backbone_weights,
-        trainable_backbone=spec.fine_tune,
-        dropout=spec.dropout,
-        seed=spec.seed,
-        attention_options=dict(reduction=spec.reduction, kernel_size=spec.kernel_size),
-    )
+    """`() -> model`: the image experiment's own classifier for `spec`, without data."""
+    return functools.partial(image_experiment.classifier, spec, num_classes, size)
 
 
 def compiled_image_model(spec: ImageExperiment, steps_per_epoch: int) -> keras.Model:

@@ -58,9 +58,10 @@ from keras_attn.data.synthetic_video import ensure_synthetic_videos
 from keras_attn.data.video import clip_dataset, scan_clips
 from keras_attn.data.wlasl import load_wlasl
 from keras_attn.experiments import image
+from keras_attn.experiments import video as video_experiment
 from keras_attn.experiments.image import ImageExperiment
 from keras_attn.experiments.video import VideoExperiment
-from keras_attn.models.video import build_frame_encoder, build_video_head, build_video_model
+from keras_attn.models.video import build_frame_encoder, build_video_model
 from keras_attn.training.run import compile_for_training
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,24 +95,8 @@ def pipeline_rate(ds: tf.data.Dataset, skip: int, batches: int) -> float:
 
 
 def video_head(spec: VideoExperiment):
-    """The head `keras_attn.experiments.video.build_model` builds for `spec`, on pooled
-    (FRAMES, FEATURE_DIM) features, without data."""
-    return build_video_head(
-        (FEATURE_DIM,),
-        spec.num_frames,
-        VIDEO_CLASSES,
-        temporal=spec.temporal,
-        frame_attention=spec.frame_attention,
-        width=spec.width,
-        dropout=spec.dropout,
-        seed=spec.seed,
-        temporal_options=dict(
-            filters=spec.width,
-            pool=spec.temporal_pool,
-            kernel_size=spec.tcn_kernel,
-            dilations=tuple(2**i for i in range(spec.tcn_levels)),
-        ),
-    )
+    """The video experiment's own head for `spec` on pooled (FRAMES, FEATURE_DIM) features."""
+    return video_experiment.head(spec, (FEATURE_DIM,), VIDEO_CLASSES)
 
 
 def repeated_clips(batch: int, frame_shape: tuple[int, ...]) -> tf.data.Dataset:

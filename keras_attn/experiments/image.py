@@ -164,9 +164,14 @@ def resolved(spec: ImageExperiment, data: ImageData) -> ImageExperiment:
 
 def build_model(spec: ImageExperiment, data: ImageData) -> keras.Model:
     """The classifier `images (B,S,S,3) -> logits (B, classes)`; call after seeding."""
+    return classifier(spec, len(data.class_names), data.image_size)
+
+
+def classifier(spec: ImageExperiment, num_classes: int, image_size: int) -> keras.Model:
+    """The spec's classifier for `num_classes` at `image_size` (no data needed)."""
     return build_image_model(
-        len(data.class_names),
-        data.image_size,
+        num_classes,
+        image_size,
         backbone=spec.backbone,
         attention=spec.attention,
         weights=spec.weights,

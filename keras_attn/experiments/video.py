@@ -188,10 +188,15 @@ def resolved(spec: VideoExperiment, data: VideoData) -> VideoExperiment:
 
 def build_model(spec: VideoExperiment, data: VideoData) -> keras.Model:
     """The model on what `data.inputs` yields: `[x (B,T,...), mask (B,T)] -> logits`."""
-    head = build_video_head(
-        data.inputs.feature_shape,
+    return data.inputs.wrap_head(head(spec, data.inputs.feature_shape, len(data.index.class_names)))
+
+
+def head(spec: VideoExperiment, feature_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    """The spec's temporal head: `[features (B,T,*feature_shape), mask (B,T)] -> logits`."""
+    return build_video_head(
+        feature_shape,
         spec.num_frames,
-        len(data.index.class_names),
+        num_classes,
         temporal=spec.temporal,
         frame_attention=spec.frame_attention,
         width=spec.width,
@@ -204,7 +209,6 @@ def build_model(spec: VideoExperiment, data: VideoData) -> keras.Model:
             dilations=tuple(2**i for i in range(spec.tcn_levels)),
         ),
     )
-    return data.inputs.wrap_head(head)
 
 
 def default_run_dir(spec: VideoExperiment) -> Path:
