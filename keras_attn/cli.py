@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -43,3 +44,26 @@ def main_guard(main: Callable[[], None], prog: str | None = None) -> None:
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted; run the same command again to resume", file=sys.stderr)
         sys.exit(130)
+    except Exception as err:
+        clip = _clip_error(err)
+        if clip is None:
+            raise
+        print(
+            f"{prog}: error: {clip}; the clips are scanned again when you rerun the command "
+            "(finished epochs are kept)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
+def _clip_error(err: Exception) -> str | None:
+    """The `VideoDecodeError` line inside a tf.data error (a clip that changed mid-run), if any.
+
+    tf.data wraps an exception raised in `tf.numpy_function` into an `OpError` whose message
+    holds the original one and its traceback.
+    """
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not isinstance(err, tf.errors.OpError):
+        return None
+    found = re.search(r"VideoDecodeError: (.+)", err.message)
+    return found.group(1).strip() if found else None

@@ -8,8 +8,10 @@ which frame was decoded. Cases that tests/test_video.py and tests/test_wlasl.py 
 v0.3 JSON, missing keys, nslt unknown splits and duplicates) are not repeated here.
 """
 
+import dataclasses
 import json
 import logging
+import re
 import shutil
 import subprocess
 import threading
@@ -156,7 +158,17 @@ def corpus(tmp_path_factory):
     moov_end = moov + int.from_bytes(data[moov : moov + 4], "big")
     Path(paths["header_only"]).write_bytes(data[: (moov + moov_end) // 2])
     Path(paths["no_frames"]).write_bytes(data[: moov_end + 8])
+    paths["overstated"] = overstated_clip(d / "overstated.mp4", numbered)
     return paths
+
+
+def overstated_clip(path: Path, frames: np.ndarray) -> str:
+    """An H.264 file whose header (moov box first) claims `len(frames)` frames, cut short."""
+    data = Path(h264(path, frames, "-movflags", "+faststart")).read_bytes()
+    moov = data.index(b"moov") - 4
+    moov_end = moov + int.from_bytes(data[moov : moov + 4], "big")
+    path.write_bytes(data[: moov_end + (len(data) - moov_end) * 3 // 10])
+    return str(path)
 
 
 # ---- one frame, short clips ------------------------------------------------------------------
@@ -229,7 +241,6 @@ def test_vfr_file_is_variable_and_every_frame_decodes_in_order(corpus):
     assert steps.min() < 0.5 * steps.max()  # the test file is really variable frame rate
     assert decoded == list(range(VFR_FRAMES)) and reported == VFR_FRAMES
     assert check_clip(record(corpus["vfr"])) == VFR_FRAMES
-    assert check_clip(record(corpus["vfr"]), check_end=True) == VFR_FRAMES
 
 
 @pytest.mark.parametrize(
@@ -280,8 +291,7 @@ def test_frame_start_after_frame_end_is_an_error(corpus):
         assert err.value.path == corpus["cfr"]
 
 
-@pytest.mark.parametrize("check_end", [False, True])
-def test_scan_clips_keeps_the_odd_clips_and_skips_the_bad_ones(corpus, caplog, check_end):
+def test_scan_clips_keeps_the_odd_clips_and_skips_the_bad_ones(corpus, caplog):
     good = [
         record(corpus["one_h264"], label=0),
         record(corpus["short_h264"], label=1),
@@ -298,8 +308,10 @@ def test_scan_clips_keeps_the_odd_clips_and_skips_the_bad_ones(corpus, caplog, c
     records = [good[0], bad[0][0], good[1], good[2], bad[1][0], good[3], bad[2][0]]
     records += [bad[3][0], good[4]]
     with caplog.at_level(logging.WARNING, logger="keras_attn.data.video"):
-        readable, skipped = finishes(lambda: scan_clips(records, check_end=check_end, workers=2))
-    assert readable == good  # in order, each with its own label
+        readable, skipped = finishes(lambda: scan_clips(records, workers=2))
+    # In order, each with its own label and the frame count the scan verified.
+    assert [dataclasses.replace(r, frame_count=None) for r in readable] == good
+    assert [r.frame_count for r in readable] == [1, 5, VFR_FRAMES, 3, VFR_FRAMES]
     assert [s["path"] for s in skipped] == [r.path for r, _ in bad]
     for (_, reason), s in zip(bad, skipped, strict=True):
         assert reason in s["reason"], s
@@ -316,6 +328,81 @@ def test_scan_clips_keeps_the_odd_clips_and_skips_the_bad_ones(corpus, caplog, c
             assert indices_of(frames) == ([7] * 8 if clip.label == 0 else idx.tolist())
         real_frames.append(int(mask.sum()))
     assert real_frames == [1, 5, 8, 3, 8]
+
+
+@pytest.mark.parametrize("end", [None, 150, 20])
+def test_a_header_that_overstates_its_frames_is_a_skip_whatever_the_annotation(corpus, end):
+    claimed = cv2.VideoCapture(corpus["overstated"]).get(cv2.CAP_PROP_FRAME_COUNT)
+    assert claimed == VFR_FRAMES  # the header still claims every frame
+    # end 150: the annotation is past the real end; end 20: the range itself decodes, but
+    # the file is truncated, so it is not trusted either.
+    readable, skipped = finishes(lambda: scan_clips([record(corpus["overstated"], 0, end)]))
+    assert readable == []
+    assert [s["path"] for s in skipped] == [corpus["overstated"]]
+    assert re.search(rf"only \d+ of {VFR_FRAMES} frames decode", skipped[0]["reason"])
+
+
+def _nslt_folder(root: Path, overstated_src: str) -> Path:
+    """A 2-class WLASL folder (nslt index): 6 good H.264 clips and one overstated clip."""
+    (root / "videos").mkdir(parents=True)
+    index = {}
+    for i in range(6):
+        label, split = i % 2, ("train" if i < 4 else "test")
+        frames = np.stack([indexed_frame(40 * label + k) for k in range(12)])
+        h264(root / "videos" / f"{i:05d}.mp4", frames)
+        index[f"{i:05d}"] = {"subset": split, "action": [label, 1, -1]}
+    shutil.copy(overstated_src, root / "videos" / "00099.mp4")
+    index["00099"] = {"subset": "train", "action": [0, 1, 150]}  # past its real end too
+    (root / "nslt_100.json").write_text(json.dumps(index))
+    (root / "wlasl_class_list.txt").write_text("0\tbook\n1\tdrink\n")
+    return root
+
+
+@pytest.mark.parametrize("weights", ["none", "imagenet"])
+@pytest.mark.parametrize("feature_cache", [True, False])
+def test_an_overstated_clip_is_a_counted_skip_on_every_path(
+    corpus, tmp_path, weights, feature_cache
+):
+    from keras_attn.experiments.video import prepare_video_inputs
+
+    root = _nslt_folder(tmp_path / "WLASL", corpus["overstated"])
+    index = load_wlasl(root, limit_classes=None)
+    assert len(index.train) == 5  # the overstated clip is listed: the scan must catch it
+    inputs = finishes(
+        lambda: prepare_video_inputs(
+            index,
+            num_frames=4,
+            image_size=32,
+            backbone="efficientnet_lite0",
+            weights=weights,
+            feature_cache=feature_cache,
+            cache_dir=str(tmp_path / "cache"),
+            batch_size=2,
+        )
+    )
+    skipped = inputs.summary["skipped_files"]
+    assert [Path(s["path"]).name for s in skipped] == ["00099.mp4"]  # once, not per reader
+    assert f"of {VFR_FRAMES} frames decode" in skipped[0]["reason"]
+    used = inputs.summary["backbone_weights_used"]
+    assert used == "random" if weights == "none" else used.startswith("imagenet-")
+    assert inputs.steps_per_epoch == 2  # the 4 good training clips, batch 2
+    batches = list(inputs.train(0, 1))  # one epoch: decodes every kept clip on this path
+    assert len(batches) == 2 and sum(len(y) for _, y in batches) == 4
+
+
+def test_a_clip_that_changes_after_the_scan_is_one_line_not_a_traceback(corpus, capsys):
+    from keras_attn.cli import main_guard
+    from keras_attn.data.video import clip_dataset
+
+    # As if the file had been cut after the scan verified all its frames.
+    changed = dataclasses.replace(record(corpus["overstated"]), frame_count=VFR_FRAMES)
+    dataset = clip_dataset([changed], 4, "uniform", 32, seed=0, training=True, batch_size=1)
+    with pytest.raises(SystemExit) as exit_info:
+        main_guard(lambda: list(dataset), prog="train_video.py")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("train_video.py: error: ") and "\n" not in err
+    assert "overstated.mp4: ends before frame" in err and "changed since the scan" in err
 
 
 # ---- index files -----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Backend-neutral (numpy and keras.ops only): CI also runs this file with KERAS_BA
 import os
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -182,18 +183,22 @@ def test_bad_model_choices_are_one_line_user_errors():
         build_image_model(3, 32, backbone="mobilenet_v2", weights="/nonexistent.weights.h5")
 
 
-def test_uncached_imagenet_weights_offline_is_one_clear_line(tmp_path, monkeypatch):
+@pytest.mark.parametrize("size", [96, 64])  # 64: Keras also warns that 224 weights would load
+def test_uncached_imagenet_weights_offline_is_one_clear_line(tmp_path, monkeypatch, capsys, size):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     # Keras reads KERAS_HOME once, at import: point its cache at the empty folder too.
     monkeypatch.setattr(keras.src.backend.config, "_KERAS_DIR", str(tmp_path))
     # Nothing listens on port 9: the download fails at once, even on a networked machine.
     for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
-    with pytest.raises(UserError) as err:
-        pretrained_backbone("mobilenet_v2", 96, "imagenet")
+    with warnings.catch_warnings(record=True) as warned, pytest.raises(UserError) as err:
+        warnings.simplefilter("always")
+        pretrained_backbone("mobilenet_v2", size, "imagenet")
     message = str(err.value)
     assert "not cached" in message and "--backbone-weights none" in message
     assert "\n" not in message
+    # Nothing misleading before the error: no "Downloading data from ...", no size warning.
+    assert capsys.readouterr().out == "" and [str(w.message) for w in warned] == []
 
 
 def test_backbone_weights_from_a_file(tmp_path):

@@ -258,11 +258,11 @@ def test_offline_without_download_names_every_place_and_attempts_nothing(
     message = one_line_error(load_mnist_family, "fashion_mnist")
     assert f"{cache / 'fashion-mnist'} (3 of 4 files)" in message
     assert str(no_sources / "no_debian") in message
-    for way in ("--data-dir DIR", "apt-get install dataset-fashion-mnist", "allow the download"):
+    for way in ("--data-dir DIR", "apt-get install dataset-fashion-mnist", "pass --download"):
         assert way in message
 
     message = one_line_error(load_mnist_family, "mnist")
-    assert str(cache / "mnist.npz") in message and "allow the download" in message
+    assert str(cache / "mnist.npz") in message and "pass --download" in message
     assert "apt-get" not in message  # there is no Debian package of MNIST
     assert capsys.readouterr() == ("", "")
 

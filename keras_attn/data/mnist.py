@@ -154,7 +154,7 @@ def _how_to_get(name: str, download: bool = True) -> str:
     if name == "fashion_mnist":
         ways.append(f"apt-get install dataset-fashion-mnist (into {DEBIAN_FASHION_MNIST_DIR})")
     if download:
-        ways.append(f"allow the download (keras.datasets.{name}, needs network)")
+        ways.append(f"pass --download to let keras.datasets.{name} fetch it (needs network)")
     return ", or ".join(ways)
 
 

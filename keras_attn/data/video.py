@@ -20,8 +20,7 @@ Frame counts and seeking:
   reported frame count, makes the reader count the decodable frames and read again
   sequentially. A file that decodes clearly fewer frames than it claims (more than
   ``max(3, 5%)`` short: a truncated download) raises ``VideoDecodeError``; a small shortfall (an
-  off-by-a-few count) is tolerated and the clip is sampled over the frames that decode. (An
-  overstated count goes unnoticed when no sampled frame lies past the real end.)
+  off-by-a-few count) is tolerated and the clip is sampled over the frames that decode.
 
 Frame sampling (``sample_frame_indices``) over a range of ``n`` available frames, ``T`` wanted:
 
@@ -33,13 +32,17 @@ Frame sampling (``sample_frame_indices``) over a range of ``n`` available frames
   the mask is False on the repeated frames.
 
 Unreadable files (missing, empty, not a video, audio only, truncated, undecodable frames, a frame
-range or crop box that selects nothing) raise ``VideoDecodeError``; ``scan_clips`` finds them
-cheaply and in parallel before training so they are skipped, named and counted up front (files
-cut after an intact index only with ``check_end=True``, which decodes up to a GOP per clip).
+range or crop box that selects nothing, a header that claims far more frames than decode) raise
+``VideoDecodeError``. ``scan_clips`` decides every clip's fate once, in parallel, before
+training: it reaches each file's last claimed frame (a seek plus up to a GOP of decoding), skips,
+names and counts the bad ones, and records each good clip's verified ``frame_count``. Every
+reader (calibration, feature cache, the decoding pipeline) samples from that count, so steps per
+epoch are fixed before the first one and a scanned clip reads the same frames on every path.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -291,16 +294,29 @@ def read_clip_frames(
         VideoDecodeError: the file cannot be read, or the range/bbox selects nothing.
     """
     path = record.path
+    count = record.frame_count
     with _Capture(path) as cap:
-        claimed = cap.reported_count()
-        if claimed is not None:
-            sampled = _sample(record, claimed, num_frames, mode, rng)
+        if count is None:
+            count = cap.reported_count()
+        if count is not None:
+            sampled = _sample(record, count, num_frames, mode, rng)
             try:
                 return _read(cap, record, sampled, image_size, crop_bbox, allow_seek=True)
             except _Unreachable:
                 pass
-    # No plausible frame count, or the file ends before it, or a seek was not exact:
-    # count the frames by grabbing, then read sequentially.
+    if record.frame_count is not None:  # the scan decoded these frames: only a seek missed
+        with _Capture(path) as cap:
+            try:
+                return _read(cap, record, sampled, image_size, crop_bbox, allow_seek=False)
+            except _Unreachable:
+                raise VideoDecodeError(
+                    path,
+                    f"ends before frame {int(sampled[0].max())} although the scan decoded "
+                    f"{count} frames: the file changed since the scan",
+                ) from None
+    # Not scanned, and no plausible frame count, or the file ends before it, or a seek was
+    # not exact: count the frames by grabbing, then read sequentially.
+    claimed = count
     count = _count_frames(path)
     if claimed is not None:
         _check_shortfall(path, claimed, count)
@@ -333,15 +349,18 @@ def _read(cap: _Capture, record, sampled, image_size, crop_bbox, allow_seek):
     return frames, mask, indices
 
 
-def check_clip(record: ClipRecord, crop_bbox: bool = False, check_end: bool = False) -> int:
-    """Readability check: opens, counts frames, decodes the first frame, checks range and bbox.
+def check_clip(record: ClipRecord, crop_bbox: bool = False) -> int:
+    """Decides whether `read_clip_frames` can read the clip, and how many frames it has.
 
-    With `check_end` it also seeks to the range's last frame and decodes it, which finds files
-    truncated after their index (moov atom first) but costs up to a GOP of decoding (often
-    the whole clip); without it the check is an open plus one frame.
+    Opens the file, decodes its first frame (and checks the crop box on it), then reaches
+    the last frame its header claims: by a seek where the frames are evenly timed, else by
+    decoding through. That finds files truncated after their index (moov atom first), whose
+    header claims frames that never decode: more than `max(3, 5%)` missing is a rejection,
+    fewer and the decoded count is the clip's length. Costs up to a GOP of decoding per clip
+    (the whole clip at a variable frame rate).
 
-    Returns the number of frames in the file. Raises `VideoDecodeError` for a file that
-    `read_clip_frames` would reject (a truncated file only with `check_end`).
+    Returns the number of decodable frames. Raises `VideoDecodeError` for a clip that
+    cannot be read or whose frame range or crop box selects nothing.
     """
     path = record.path
     with _Capture(path) as cap:
@@ -350,19 +369,22 @@ def check_clip(record: ClipRecord, crop_bbox: bool = False, check_end: bool = Fa
             first = cap.read()
         except _Unreachable:
             raise VideoDecodeError(path, "no decodable frames") from None
-        count = claimed if claimed is not None else cap.count_remaining()
+        if claimed is None:
+            count = cap.count_remaining()
+        else:
+            count = claimed
+            try:
+                if claimed > 1:
+                    cap.skip_to(claimed - 1, allow_seek=True)
+                    cap.read()
+            except _Unreachable:
+                count = None
+    if count is None:
+        count = _count_frames(path)
+        _check_shortfall(path, claimed, count)
     if crop_bbox:
         _crop_box(record, first.shape[1], first.shape[0])
-    _, end = resolve_frame_range(record, count)
-    if check_end and claimed is not None and end > 0:
-        try:
-            with _Capture(path) as cap:
-                cap.skip_to(end, allow_seek=True)
-                cap.read()
-        except _Unreachable:
-            count = _count_frames(path)
-            _check_shortfall(path, claimed, count)
-            resolve_frame_range(record, count)
+    resolve_frame_range(record, count)
     return count
 
 
@@ -391,31 +413,30 @@ def default_workers() -> int:
 def scan_clips(
     records: Sequence[ClipRecord],
     crop_bbox: bool = False,
-    check_end: bool = False,
     workers: int | None = None,
 ) -> tuple[list[ClipRecord], list[dict]]:
-    """Checks every clip once with `check_clip`, in parallel threads, before training.
+    """Decides every clip's fate once, with `check_clip`, in parallel threads, before training.
 
     Returns:
-        `(readable, skipped)`: the readable records in their original order, and one
+        `(readable, skipped)`: the readable records in their original order, each with its
+        verified `frame_count` (which every later read samples from), and one
         `{"path", "reason"}` per unreadable clip (each also logged as one warning line).
     """
 
     def check(record):
         try:
-            check_clip(record, crop_bbox=crop_bbox, check_end=check_end)
+            return check_clip(record, crop_bbox=crop_bbox)
         except VideoDecodeError as err:
             return err
-        return None
 
     records = list(records)
     readable, skipped = [], []
-    for record, err in zip(records, ordered_map(check, records, workers), strict=True):
-        if err is None:
-            readable.append(record)
+    for record, result in zip(records, ordered_map(check, records, workers), strict=True):
+        if isinstance(result, VideoDecodeError):
+            log.warning("skipping unreadable clip %s: %s", result.path, result.reason)
+            skipped.append({"path": result.path, "reason": result.reason})
         else:
-            log.warning("skipping unreadable clip %s: %s", err.path, err.reason)
-            skipped.append({"path": err.path, "reason": err.reason})
+            readable.append(dataclasses.replace(record, frame_count=result))
     return readable, skipped
 
 

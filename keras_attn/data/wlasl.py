@@ -49,6 +49,9 @@ class ClipRecord:
     frame_end: int | None  # 0-based, inclusive; None = to the last frame
     bbox: tuple[int, int, int, int] | None  # x1, y1, x2, y2 in pixels
     signer_id: int | None
+    # Decodable frames in the file, as `video.scan_clips` verified them (None: not scanned).
+    # Every reader samples from this count, so a clip reads the same frames on every path.
+    frame_count: int | None = None
 
 
 @dataclass

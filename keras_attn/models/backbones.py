@@ -8,8 +8,12 @@ they share, whatever order the layers were created in.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
+import sys
+import warnings
 from pathlib import Path
 
 import keras
@@ -109,6 +113,25 @@ def _keras_home() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
 
 
+def _said_after_success(build, **kwargs):
+    """`build(**kwargs)`, with what it prints and warns passed on only if it succeeds.
+
+    Keras prints "Downloading data from https://..." (and warns about the input size) before
+    it knows whether the network is there; offline those lines would precede our one-line
+    error as if the download had worked.
+    """
+    with (
+        warnings.catch_warnings(record=True) as warned,
+        contextlib.redirect_stdout(io.StringIO()) as said,
+    ):
+        warnings.simplefilter("always")
+        result = build(**kwargs)
+    sys.stdout.write(said.getvalue())
+    for w in warned:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return result
+
+
 def pretrained_backbone(name: str, image_size: int, weights: str = "none"):
     """A pretrainable backbone without its classifier, and how to feed it.
 
@@ -132,10 +155,12 @@ def pretrained_backbone(name: str, image_size: int, weights: str = "none"):
     common = dict(include_top=False, weights=keras_weights, input_shape=(image_size, image_size, 3))
     try:
         if name == "mobilenet_v2":
-            backbone = keras.applications.MobileNetV2(**common)
+            backbone = _said_after_success(keras.applications.MobileNetV2, **common)
             preprocess = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")
         else:
-            backbone = keras.applications.MobileNetV3Small(include_preprocessing=True, **common)
+            backbone = _said_after_success(
+                keras.applications.MobileNetV3Small, include_preprocessing=True, **common
+            )
             preprocess = None
     except Exception as err:  # keras raises bare Exception("URL fetch failure ...")
         if weights == "imagenet" and ("URL fetch failure" in str(err) or isinstance(err, OSError)):
