@@ -261,7 +261,7 @@ def test_layers_and_models_import_no_tensorflow_under_jax():
             "import keras",
             "assert keras.backend.backend() == 'jax', keras.backend.backend()",
             "print('layers', 'tensorflow' in sys.modules)",
-            "import keras_attn.models",
+            "import keras_attn.models, keras_attn.models.attention",
             "print('models', 'tensorflow' in sys.modules)",
         ]
     )
