@@ -37,6 +37,7 @@ def _legacy(model):
     ("backbone", "attention"),
     [
         ("small_cnn", "cbam"),
+        ("resnet_small", "cbam"),
         ("densenet", "linear"),
         ("mobilenet_v2", "spatial"),
         ("mobilenet_v3_small", "channel"),
@@ -47,11 +48,11 @@ def test_every_backbone_maps_pixels_to_logits(backbone, attention):
     x = _pixels(2)
     logits = model.predict(x, verbose=0)
     assert logits.shape == (2, 5) and np.isfinite(logits).all()
-    expected_blocks = 3 if backbone == "small_cnn" else 1
+    expected_blocks = 3 if backbone in ("small_cnn", "resnet_small") else 1
     assert len(attention_layers(model)) == expected_blocks
 
 
-@pytest.mark.parametrize("backbone", ["small_cnn", "densenet"])
+@pytest.mark.parametrize("backbone", ["small_cnn", "resnet_small", "densenet"])
 def test_same_seed_gives_same_initial_weights_in_shared_layers(backbone):
     plain = build_image_model(4, 32, backbone=backbone, attention="none", seed=3)
     cbam = build_image_model(4, 32, backbone=backbone, attention="cbam", seed=3)
@@ -65,6 +66,36 @@ def test_same_seed_gives_same_initial_weights_in_shared_layers(backbone):
             )
     kernel = ops.convert_to_numpy(plain.get_layer("logits").kernel)
     assert not np.array_equal(kernel, ops.convert_to_numpy(other_seed.get_layer("logits").kernel))
+
+
+def test_resnet_small_gates_the_residual_branch_and_never_the_identity_path():
+    model = build_image_model(4, SIZE, backbone="resnet_small", attention="cbam", seed=0)
+    plain = build_image_model(4, SIZE, backbone="resnet_small", attention="none", seed=0)
+    adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
+    assert [a.name for a in adds] == [f"stage{s}_block1_add" for s in (1, 2, 3)]
+    for add in adds:
+        shortcut, branch = (t._keras_history.operation for t in add.input)
+        assert branch.name == add.name.replace("_add", "_attention")  # gate, then add
+        assert "attention" not in shortcut.name  # the identity path is not gated
+    # With the branch's last conv at zero every block is the identity: the gates then
+    # change nothing, so with and without CBAM the logits agree.
+    x = _pixels(2, seed=3)
+    for net in (model, plain):
+        for add in adds:
+            conv = net.get_layer(add.name.replace("_add", "_conv2"))
+            conv.kernel.assign(ops.zeros_like(conv.kernel))
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), plain.predict(x, verbose=0), rtol=1e-5, atol=1e-5
+    )
+    assert model.get_layer("final_relu").output.shape[1:] == (SIZE // 4, SIZE // 4, 128)
+
+
+def test_widths_and_blocks_shape_the_resnet():
+    model = build_image_model(
+        4, SIZE, backbone="resnet_small", attention="channel", widths=(8, 16), blocks=2
+    )
+    assert model.get_layer("final_relu").output.shape[1:] == (SIZE // 2, SIZE // 2, 16)
+    assert len(attention_layers(model)) == 4
 
 
 # small_cnn at 32 px: stages of 32x32, 16x16 and 8x8 with 32, 64 and 128 channels.

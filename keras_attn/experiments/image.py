@@ -26,6 +26,13 @@ from keras_attn.training.config import TrainingSpec
 from keras_attn.training.run import run_training
 
 
+def int_list(value: str) -> str | None:
+    parts = value.split(",")
+    if all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+        return None
+    return f"must be positive integers separated by commas (got {value!r})"
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageExperiment(TrainingSpec):
     """Every setting of an image run. Sized so the default run finishes on 2 CPU cores
@@ -112,6 +119,16 @@ class ImageExperiment(TrainingSpec):
     fine_tune: bool | None = setting(
         None, "train a pretrained backbone too (BatchNorm stays frozen)", group="model"
     )
+    widths: str = setting(
+        "32,64,128",
+        "small_cnn, resnet_small: channels of each stage, comma-separated",
+        check=int_list,
+        metavar="W1,W2,...",
+        group="model",
+    )
+    blocks: int = setting(
+        1, "resnet_small: residual blocks per stage", check=at_least(1), group="model"
+    )
     attention: str = setting("cbam", "attention block", choices=attention_names, group="model")
     reduction: int = setting(
         8, "channel attention reduction ratio", check=at_least(1), group="model"
@@ -179,6 +196,8 @@ def classifier(spec: ImageExperiment, num_classes: int, image_size: int) -> kera
         dropout=spec.dropout,
         seed=spec.seed,
         attention_options=dict(reduction=spec.reduction, kernel_size=spec.kernel_size),
+        widths=tuple(int(w) for w in spec.widths.split(",")),
+        blocks=spec.blocks,
     )
 
 

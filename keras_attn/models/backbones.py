@@ -21,7 +21,14 @@ import keras
 from keras_attn.errors import UserError
 from keras_attn.layers import get_attention
 
-BACKBONES = ("small_cnn", "densenet", "efficientnet_lite0", "mobilenet_v2", "mobilenet_v3_small")
+BACKBONES = (
+    "small_cnn",
+    "resnet_small",
+    "densenet",
+    "efficientnet_lite0",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+)
 PRETRAINABLE = ("efficientnet_lite0", "mobilenet_v2", "mobilenet_v3_small")
 # ImageNet weights that ship with the project's requirements (no network needed).
 OFFLINE_IMAGENET = ("efficientnet_lite0",)
@@ -77,6 +84,36 @@ def small_cnn(x, attention="none", seed=0, widths=(32, 64, 128), attention_optio
         if stage < len(widths):
             x = keras.layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
     return x
+
+
+def resnet_small(
+    x, attention="none", seed=0, widths=(32, 64, 128), blocks=1, attention_options=None
+):
+    """A pre-activation ResNet (He et al. 2016) with attention where CBAM puts it.
+
+    A stem conv, then one stage per width of `blocks` residual blocks; every stage but
+    the first halves the resolution in its first block (1x1 projection shortcut). Each
+    block is `x + A(F(x))` with `F` = BN-ReLU-conv3x3-BN-ReLU-conv3x3 and `A` the
+    attention block on the residual branch, before the addition (Woo et al. 2018, Fig. 3):
+    the identity path is never gated, so `attention="none"` is a plain ResNet.
+    (B,S,S,3) -> (B,S/2^(len(widths)-1),...,widths[-1]), after a final BN-ReLU.
+    """
+    options = attention_options or {}
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(x)
+    x = _conv(x, widths[0], 3, "stem_conv", seed)
+    for stage, filters in enumerate(widths, start=1):
+        for block in range(1, blocks + 1):
+            name = f"stage{stage}_block{block}"
+            strides = 2 if stage > 1 and block == 1 else 1
+            pre = _bn_relu(x, f"{name}_pre")
+            shortcut = x
+            if strides != 1 or x.shape[-1] != filters:
+                shortcut = _conv(pre, filters, 1, f"{name}_shortcut", seed, strides=strides)
+            y = _conv(pre, filters, 3, f"{name}_conv1", seed, strides=strides)
+            y = _conv(_bn_relu(y, f"{name}_mid"), filters, 3, f"{name}_conv2", seed)
+            y = attention_block(y, attention, f"{name}_attention", seed, options)
+            x = keras.layers.Add(name=f"{name}_add")([shortcut, y])
+    return _bn_relu(x, "final")
 
 
 def _dense_layer(x, growth, bottleneck, dropout, name, seed):

@@ -13,6 +13,7 @@ from keras_attn.models.backbones import (
     densenet,
     layer_seed,
     pretrained_backbone,
+    resnet_small,
     small_cnn,
 )
 
@@ -40,11 +41,15 @@ def build_image_model(
     dropout: float = 0.2,
     seed: int = 0,
     attention_options: dict | None = None,
+    widths: tuple[int, ...] = (32, 64, 128),
+    blocks: int = 1,
 ) -> keras.Model:
     """(B, image_size, image_size, 3) pixels in [0, 255] -> (B, num_classes) logits.
 
-    `small_cnn` has an attention block after every stage; the other backbones
-    get one on their final feature map (`head_attention`). A pretrained
+    `small_cnn` has an attention block after every stage (on the main path);
+    `resnet_small` one in every residual branch, before the addition (CBAM's
+    placement; `widths` per stage and `blocks` per stage apply to these two); the
+    other backbones get one on their final feature map (`head_attention`). A pretrained
     backbone runs with BatchNorm in inference mode, frozen or fine-tuned
     (`trainable_backbone`, default: frozen when pretrained, trained when random).
     Every block's map is a tensor of the graph: `attention_model(model)` returns
@@ -54,7 +59,9 @@ def build_image_model(
     options = attention_options or {}
     inputs = keras.Input((image_size, image_size, 3), name="image")
     if backbone == "small_cnn":
-        x = small_cnn(inputs, attention, seed, attention_options=options)
+        x = small_cnn(inputs, attention, seed, tuple(widths), attention_options=options)
+    elif backbone == "resnet_small":
+        x = resnet_small(inputs, attention, seed, tuple(widths), blocks, attention_options=options)
     else:
         if backbone == "densenet":
             x = densenet(inputs, seed)
