@@ -4,6 +4,7 @@ import json
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
@@ -74,3 +75,38 @@ def test_a_finished_run_without_a_test_score_gets_one_and_keeps_its_training(tmp
     after = _run(tmp_path / "run")
     assert (tmp_path / "run" / "history.csv").read_text() == history  # nothing retrained
     assert after["test_accuracy"] == pytest.approx(_score(tmp_path / "run" / "best.keras", 2)[0])
+
+
+def test_predictions_of_both_models_are_written_and_recompute_the_scores(tmp_path):
+    summary = _run(tmp_path / "run", epochs=4)
+    saved = np.load(tmp_path / "run" / "test_predictions.npz")
+    _, y = _split(2)
+    np.testing.assert_array_equal(saved["label"], y)
+    assert saved["probabilities"].shape == (N, CLASSES)
+    np.testing.assert_allclose(saved["probabilities"].sum(-1), 1, atol=1e-2)
+    assert summary["num_test"] == N
+    assert summary["test_accuracy"] == pytest.approx(np.mean(saved["predicted"] == y))
+    assert summary["test_accuracy_last"] == pytest.approx(np.mean(saved["predicted_last"] == y))
+    # The last epoch's model is the one training ended with, not best.keras (unless equal).
+    best_epoch = summary["best_epoch"]
+    if best_epoch < 4:
+        assert summary["test_loss_last"] != summary["test_loss"]
+
+
+def test_early_stopping_on_val_loss_ends_the_run_and_says_so(tmp_path):
+    spec = TrainingSpec(
+        epochs=40, batch_size=16, lr=5e-2, early_stopping=2, early_stopping_on="val_loss"
+    )
+    summary = run_training(
+        _build,
+        lambda start, end: _batches(0).repeat(end - start),
+        _batches(1),
+        N // 16,
+        spec,
+        tmp_path / "run",
+        test_data=_batches(2),
+    )
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert summary["stopped_early"] and summary["epochs_completed"] == len(history) < 40
+    best_loss_epoch = int(history["val_loss"].idxmin()) + 1
+    assert len(history) == best_loss_epoch + 2  # two epochs without a lower val loss

@@ -209,3 +209,29 @@ def test_several_steps_per_execution_train_exactly_as_one(tmp_path):
     for other in histories[1:]:
         for column in ("loss", "val_loss", "grad_norm_mean", "grad_norm_max", "batch_loss_std"):
             np.testing.assert_allclose(other[column], histories[0][column], rtol=1e-5)
+
+
+def test_patience_stop_counts_the_epochs_before_a_resume():
+    from keras_attn.training.callbacks import PatienceStop
+
+    def stops_after(values, patience, previous=()):
+        stop = PatienceStop("val_loss", patience, previous)
+        stop.set_model(keras.Sequential())
+        stop.model.stop_training = False
+        for epoch, value in enumerate(values):
+            stop.on_epoch_end(epoch, {"val_loss": value})
+            if stop.model.stop_training:
+                return epoch + 1 + len(previous)
+        return None
+
+    losses = [1.0, 0.8, 0.9, 0.8, 0.85, 0.7]
+    assert stops_after(losses, 3) == 5  # best 0.8 at epoch 2; a tie (epoch 4) is no gain
+    assert stops_after(losses, 4) is None
+    # Resumed after epoch 3: the same stop as without the interruption.
+    assert stops_after(losses[3:], 3, previous=losses[:3]) == 5
+    accuracy = PatienceStop("val_accuracy", 1)
+    accuracy.set_model(keras.Sequential())
+    accuracy.model.stop_training = False
+    accuracy.on_epoch_end(0, {"val_accuracy": 0.5})
+    accuracy.on_epoch_end(1, {"val_accuracy": 0.6})  # higher is better for accuracy
+    assert not accuracy.model.stop_training

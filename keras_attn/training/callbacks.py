@@ -81,6 +81,31 @@ class BestCheckpoint(keras.callbacks.Callback):
             atomic_save_model(self.model, self.path)
 
 
+class PatienceStop(keras.callbacks.Callback):
+    """Stops once `monitor` has not improved for `patience` epochs (loss: lower is better).
+
+    Unlike `keras.callbacks.EarlyStopping` it survives a resume: `previous` holds the
+    monitored values of the epochs done before (from history.csv), so a run killed and
+    resumed stops at the same epoch as one never interrupted. Ties are no improvement.
+    """
+
+    def __init__(self, monitor: str, patience: int, previous=()):
+        super().__init__()
+        self.monitor = monitor
+        self.patience = int(patience)
+        self.values = [float(v) for v in previous]
+        self.sign = -1.0 if monitor.endswith("loss") else 1.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        self.values.append(float(value))
+        best = int(np.argmax(self.sign * np.asarray(self.values)))  # the first best
+        if len(self.values) - 1 - best >= self.patience:
+            self.model.stop_training = True
+
+
 class EpochLine(keras.callbacks.Callback):
     """One line per epoch in the original study's style, beside Keras' progress bar.
 

@@ -49,9 +49,14 @@ class TrainingSpec(Spec):
     deterministic: bool = setting(False, "turn on TensorFlow op determinism (slower)")
     early_stopping: int = setting(
         0,
-        "stop after N epochs without a better val accuracy (0: off)",
+        "stop after N epochs without a better --early-stopping-on (0: off)",
         metavar="N",
         check=non_negative,
+    )
+    early_stopping_on: str = setting(
+        "val_accuracy",
+        "what --early-stopping watches (best.keras is always the best val accuracy)",
+        choices=("val_accuracy", "val_loss"),
     )
     strategy: str = setting(
         "none", "mirrored: data-parallel over this machine's GPUs", choices=STRATEGIES

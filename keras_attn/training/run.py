@@ -16,9 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import keras
+import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from keras_attn.errors import UserError
+from keras_attn.files import atomic_path
 from keras_attn.training import acceleration
 from keras_attn.training.callbacks import (
     BestCheckpoint,
@@ -26,6 +29,7 @@ from keras_attn.training.callbacks import (
     EpochLine,
     HistoryCSV,
     LearningRateLogger,
+    PatienceStop,
 )
 from keras_attn.training.config import TrainingSpec
 from keras_attn.training.distribute import distribution_strategy
@@ -226,8 +230,9 @@ def run_training(
         *(extra_callbacks or []),
     ]
     if cfg.early_stopping:
+        monitor = cfg.early_stopping_on
         callbacks.append(
-            keras.callbacks.EarlyStopping("val_accuracy", mode="max", patience=cfg.early_stopping)
+            PatienceStop(monitor, cfg.early_stopping, _logged(run_dir, monitor, start_epoch))
         )
     # Last, so an epoch is only marked done once everything above has been written.
     callbacks.append(EpochBackup(backup_dir))
@@ -265,21 +270,64 @@ def run_training(
     if best.best_epoch:
         print(f"Best val_acc = {best.best:.4f}")
     if test_data is not None and best.best_epoch:
-        summary.update(evaluate_best(run_dir, cfg, test_data))
+        summary.update(evaluate_best(run_dir, cfg, test_data, last_model=model))
         atomic_write_json(summary_path, summary)
         print(
             f"Test (best-val model, epoch {best.best_epoch}): "
-            f"accuracy {summary['test_accuracy']:.4f}, loss {summary['test_loss']:.4f}"
+            f"accuracy {summary['test_accuracy']:.4f}, loss {summary['test_loss']:.4f}; "
+            f"last epoch's model: accuracy {summary['test_accuracy_last']:.4f}"
         )
     return summary
 
 
-def evaluate_best(run_dir: Path, cfg: TrainingSpec, test_data: tf.data.Dataset) -> dict:
-    """`best.keras` on the test split, once: the only place a run touches test data, and
-    nothing is chosen from what it returns."""
-    model = keras.saving.load_model(Path(run_dir) / "best.keras", compile=False)
-    model.compile(loss=make_loss(cfg), metrics=["accuracy"])
-    result = model.evaluate(
-        test_data.map(_one_hot(int(model.output.shape[-1]))), return_dict=True, verbose=0
+def _logged(run_dir: Path, column: str, epochs: int) -> list[float]:
+    """`column` of history.csv for the first `epochs` epochs (what a resumed run has done)."""
+    path = run_dir / "history.csv"
+    if not epochs or not path.exists():
+        return []
+    history = pd.read_csv(path)
+    return history.loc[history["epoch"] <= epochs, column].dropna().tolist()
+
+
+def evaluate_best(
+    run_dir: Path, cfg: TrainingSpec, test_data: tf.data.Dataset, last_model=None
+) -> dict:
+    """`best.keras` (and `last_model`, the last epoch's) on the test split, once.
+
+    The only place a run touches test data, and nothing is chosen from what it returns.
+    Writes `test_predictions.npz` (every test example's `label`, the best-val model's
+    `predicted` class and float16 `probabilities` (N, classes), and `predicted_last`
+    when `last_model` is given) so every test figure can be recomputed, e.g. bootstrapped.
+    """
+    best = keras.saving.load_model(Path(run_dir) / "best.keras", compile=False)
+    labels, logits = _test_logits(best, test_data)
+    scores = _scores(cfg, labels, logits)
+    arrays = dict(
+        label=labels.astype(np.int16),
+        predicted=logits.argmax(-1).astype(np.int16),
+        probabilities=keras.ops.convert_to_numpy(keras.ops.softmax(logits)).astype(np.float16),
     )
-    return dict(test_accuracy=float(result["accuracy"]), test_loss=float(result["loss"]))
+    result = dict(test_accuracy=scores["accuracy"], test_loss=scores["loss"])
+    if last_model is not None:
+        _, last_logits = _test_logits(last_model, test_data)
+        last = _scores(cfg, labels, last_logits)
+        result.update(test_accuracy_last=last["accuracy"], test_loss_last=last["loss"])
+        arrays["predicted_last"] = last_logits.argmax(-1).astype(np.int16)
+    result["num_test"] = len(labels)
+    with atomic_path(Path(run_dir) / "test_predictions.npz") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    return result
+
+
+def _test_logits(model: keras.Model, test_data: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    labels, logits = [], []
+    for x, y in test_data:
+        logits.append(np.asarray(model.predict_on_batch(x), dtype=np.float32))
+        labels.append(np.asarray(y))
+    return np.concatenate(labels), np.concatenate(logits)
+
+
+def _scores(cfg: TrainingSpec, labels: np.ndarray, logits: np.ndarray) -> dict:
+    one_hot = np.eye(logits.shape[-1], dtype=np.float32)[labels]
+    loss = keras.ops.convert_to_numpy(make_loss(cfg)(one_hot, logits))
+    return dict(accuracy=float(np.mean(logits.argmax(-1) == labels)), loss=float(loss))
