@@ -20,6 +20,7 @@ from keras_attn.study.report.tables import (
     paired_section,
     setup_section,
     stability_section,
+    test_section,
 )
 from keras_attn.study.report.text import (
     limits_section,
@@ -40,6 +41,7 @@ def render_report(s: Study, figures: dict[str, Path], out_dir: Path, other=None)
         setup_section(s),
         stability_section(s),
         paired_section(s),
+        test_section(s),
         figures_section(figures, out_dir),
         focus_section(s),
         "## Key questions",

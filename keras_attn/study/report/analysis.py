@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from keras_attn.study import stats
+from keras_attn.study import comparisons, stats
 from keras_attn.study.report.formatting import join_names, verdict_word
 
 
@@ -28,6 +28,7 @@ class Study:
             if m in self.seeds:
                 self.diffs[m] = stats.paired_differences(self.seeds, self.baseline, m, False)
         self.focus = stats.focus_above_chance(curves, runs)
+        self.test = comparisons.comparison_table(runs, self.baseline)
 
     def failed(self) -> pd.DataFrame:
         return self.runs[self.runs["status"].isin(stats.FAILED)]

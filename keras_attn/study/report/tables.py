@@ -137,6 +137,35 @@ def paired_section(s: Study) -> str:
     return "\n".join(lines)
 
 
+def test_section(s: Study) -> str:
+    """Test accuracy of the best-val models: the only place the test split is used."""
+    lines = [
+        "## Test accuracy at the best-val epoch",
+        "",
+        f"Each run's checkpoint was chosen on validation and scored once on the fixed test "
+        f"set. Variant − {s.baseline}, paired by seed; the 95% interval and the p-value come "
+        "from a bootstrap over seeds and test images together (both noise sources); p (Holm) "
+        "corrects over the rows of this table; P(A > B) is the share of seeds where the "
+        "variant won; MDE is the smallest difference this many seeds detect with 80% power.",
+    ]
+    if s.test.empty:
+        return "\n".join(lines + ["", "No completed pair of runs with test predictions."])
+    header = ["variant", "test acc", f"{s.baseline}", "difference", "95% CI", "p", "p (Holm)"]
+    header += ["P(A > B)", "MDE", "n", "verdict"]
+    rows = []
+    for v, r in s.test.iterrows():
+        if r["p_holm"] < 0.05:
+            verdict = "higher" if r["diff"] > 0 else "lower"
+        else:
+            verdict = f"no detectable difference (could have detected ≥ {num(r['mde'], 3)})"
+        rows.append(
+            [v, num(r["variant_test"], 4), num(r["baseline_test"], 4), signed(r["diff"], 4)]
+            + [ci(r["low"], r["high"], 4), num(r["p"], 3), num(r["p_holm"], 3)]
+            + [num(r["p_a_beats_b"], 2), num(r["mde"], 3), int(r["n"]), verdict]
+        )
+    return "\n".join(lines + ["", md_table(header, rows)])
+
+
 def focus_section(s: Study) -> str:
     lines = ["## Focus", ""]
     if s.focus.empty:
