@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -62,6 +63,9 @@ def test_two_variants_two_seeds_two_epochs_then_a_rerun_that_trains_nothing(tmp_
         ("none", 1),
     ]
     assert (runs["status"] == "completed").all()
+    # Scored once on the fixed test set, with the checkpoint chosen on validation.
+    assert runs["test_accuracy"].between(0, 1).all() and runs["test_accuracy_last"].notna().all()
+    assert runs["num_test"].nunique() == 1 and runs["num_test"].iloc[0] > 0
     curves = pd.read_csv(out / "curves.csv")
     assert len(curves) == 4 * 2
     for column in ("grad_norm_mean", "grad_norm_max", "batch_loss_std"):
@@ -87,6 +91,8 @@ def test_two_variants_two_seeds_two_epochs_then_a_rerun_that_trains_nothing(tmp_
     assert "python -m keras_attn.study image --attention cbam" in report
     assert "### (a) Does attention stabilise training?" in report
     assert "| cbam |" in report and "| none |" in report
+    test_part = report.split("## Test accuracy at the best-val epoch")[1].split("\n## ")[0]
+    assert re.search(r"\| cbam \| [0-9.]+ \| [0-9.]+ \| [−+0-9.]+ \| \[", test_part)
     for figure in ("learning_curves", "gradients", "focus", "overlays"):
         assert (out / "figures" / f"{figure}.png").stat().st_size > 1000, figure
 
