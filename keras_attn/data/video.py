@@ -304,29 +304,26 @@ def read_clip_frames(
                 return _read(cap, record, sampled, image_size, crop_bbox, allow_seek=True)
             except _Unreachable:
                 pass
-    if record.frame_count is not None:  # the scan decoded these frames: only a seek missed
-        with _Capture(path) as cap:
-            try:
-                return _read(cap, record, sampled, image_size, crop_bbox, allow_seek=False)
-            except _Unreachable:
-                raise VideoDecodeError(
-                    path,
-                    f"ends before frame {int(sampled[0].max())} although the scan decoded "
-                    f"{count} frames: the file changed since the scan",
-                ) from None
-    # Not scanned, and no plausible frame count, or the file ends before it, or a seek was
-    # not exact: count the frames by grabbing, then read sequentially.
-    claimed = count
-    count = _count_frames(path)
-    if claimed is not None:
-        _check_shortfall(path, claimed, count)
-    if count != claimed:
-        sampled = _sample(record, count, num_frames, mode, rng)
+    if record.frame_count is None:
+        # Not scanned, and no plausible frame count, or the file ends before it, or a seek
+        # was not exact: count the frames by grabbing, then read sequentially.
+        claimed = count
+        count = _count_frames(path)
+        if claimed is not None:
+            _check_shortfall(path, claimed, count)
+        if count != claimed:
+            sampled = _sample(record, count, num_frames, mode, rng)
+        changed = "the file changed while being read"
+    else:  # the scan decoded these frames: only a seek missed, so read sequentially
+        changed = (
+            f"ends before frame {int(sampled[0].max())} although the scan decoded "
+            f"{count} frames: the file changed since the scan"
+        )
     with _Capture(path) as cap:
         try:
             return _read(cap, record, sampled, image_size, crop_bbox, allow_seek=False)
         except _Unreachable:
-            raise VideoDecodeError(path, "the file changed while being read") from None
+            raise VideoDecodeError(path, changed) from None
 
 
 def _sample(record, count, num_frames, mode, rng) -> tuple[np.ndarray, np.ndarray]:
