@@ -1,7 +1,7 @@
 """Is training input-bound? What each input pipeline delivers alone against its model's step.
 
     python benchmarks/input_bound.py [--per-class 400] [--steps 20] [--head-steps 200]
-        [--clips 400] [--clips-per-class 8] [--repeats 3] [--parts image,features,clips]
+        [--clips 400] [--clips-per-class 10] [--repeats 3] [--parts image,features,clips]
 
 Three pairs, each measured alone (nothing else running in the process) and interleaved
 within each repeat (pipeline, model, next pipeline, ...); the table gives medians:
@@ -18,9 +18,10 @@ within each repeat (pipeline, model, next pipeline, ...); the table gives median
   10, temporal="tcn", width=128)` with the other settings of a `VideoExperiment()`).
 - clips: clips/s of the uncached clip pipeline (`clip_dataset`, 8 uniform frames at 96 px,
   batch 4, training order) on a few generated synthetic MP4s (`ensure_synthetic_videos` in a
-  temporary folder: 2 classes x --clips-per-class 8, ~12 clips after the generator's
-  missing files) against clips/s of the end-to-end model's training
-  step (`build_video_model` = random frozen MobileNetV2 encoder at 96 px + the same head).
+  temporary folder: 2 classes x --clips-per-class 10, the train and test splits: 16
+  clips, ~15 after the generator's missing files) against clips/s of the end-to-end
+  model's training step (`build_video_model` = random frozen MobileNetV2 encoder at 96 px +
+  the same head).
   The encoder's BatchNorm is not calibrated: that changes its values, not its cost.
 
 Each pipeline measurement makes a fresh iterator, pulls `--skip` batches untimed (start-up),
@@ -236,7 +237,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--per-class", type=int, default=SYNTHETIC_PER_CLASS)
     parser.add_argument("--clips", type=int, default=400, help="cached-feature clips (random)")
-    parser.add_argument("--clips-per-class", type=int, default=8, help="synthetic MP4s, 2 classes")
+    parser.add_argument(
+        "--clips-per-class", type=int, default=10, help="synthetic MP4s, 2 classes (>= 10)"
+    )
     parser.add_argument("--steps", type=int, default=20, help="timed image/end-to-end steps")
     parser.add_argument("--head-steps", type=int, default=200, help="timed video head steps")
     parser.add_argument("--batches", type=int, help="timed pipeline batches (default: see doc)")

@@ -342,17 +342,18 @@ def test_a_header_that_overstates_its_frames_is_a_skip_whatever_the_annotation(c
     assert re.search(rf"only \d+ of {VFR_FRAMES} frames decode", skipped[0]["reason"])
 
 
-def _nslt_folder(root: Path, overstated_src: str) -> Path:
-    """A 2-class WLASL folder (nslt index): 6 good H.264 clips and one overstated clip."""
+def _nslt_folder(root: Path, overstated_src: str, overstated_split: str = "train") -> Path:
+    """A 2-class WLASL folder (nslt index): 8 good H.264 clips (4 train, 2 val, 2 test, both
+    classes in each split) and one overstated clip of class 0 in `overstated_split`."""
     (root / "videos").mkdir(parents=True)
     index = {}
-    for i in range(6):
-        label, split = i % 2, ("train" if i < 4 else "test")
+    for i in range(8):
+        label, split = i % 2, ("train" if i < 4 else "val" if i < 6 else "test")
         frames = np.stack([indexed_frame(40 * label + k) for k in range(12)])
         h264(root / "videos" / f"{i:05d}.mp4", frames)
         index[f"{i:05d}"] = {"subset": split, "action": [label, 1, -1]}
     shutil.copy(overstated_src, root / "videos" / "00099.mp4")
-    index["00099"] = {"subset": "train", "action": [0, 1, 150]}  # past its real end too
+    index["00099"] = {"subset": overstated_split, "action": [0, 1, 150]}  # past its real end too
     (root / "nslt_100.json").write_text(json.dumps(index))
     (root / "wlasl_class_list.txt").write_text("0\tbook\n1\tdrink\n")
     return root
@@ -388,6 +389,42 @@ def test_an_overstated_clip_is_a_counted_skip_on_every_path(
     assert inputs.steps_per_epoch == 2  # the 4 good training clips, batch 2
     batches = list(inputs.train(0, 1))  # one epoch: decodes every kept clip on this path
     assert len(batches) == 2 and sum(len(y) for _, y in batches) == 4
+    assert inputs.summary["readable_clips"] == {"train": 4, "val": 2, "test": 2}
+
+
+@pytest.mark.parametrize("feature_cache", [True, False])
+def test_an_unreadable_test_clip_is_a_counted_skip_and_the_rest_are_scored(
+    corpus, tmp_path, feature_cache
+):
+    """The test split is scanned like the others: a bad clip is named and counted once, and
+    the test batches hold exactly the readable test clips, in index order."""
+    from keras_attn.experiments.video import prepare_video_inputs
+
+    root = _nslt_folder(tmp_path / "WLASL", corpus["overstated"], overstated_split="test")
+    index = load_wlasl(root, limit_classes=None)
+    assert [c.video_id for c in index.test] == ["00006", "00007", "00099"]
+    inputs = finishes(
+        lambda: prepare_video_inputs(
+            index,
+            num_frames=4,
+            image_size=32,
+            backbone="efficientnet_lite0",
+            weights="none",
+            feature_cache=feature_cache,
+            cache_dir=str(tmp_path / "cache"),
+            batch_size=2,
+        )
+    )
+    skipped = inputs.summary["skipped_files"]
+    assert [Path(s["path"]).name for s in skipped] == ["00099.mp4"]
+    assert f"of {VFR_FRAMES} frames decode" in skipped[0]["reason"]
+    assert inputs.summary["index"]["clips"] == {"train": 4, "val": 2, "test": 3}  # as listed
+    assert inputs.summary["readable_clips"] == {"train": 4, "val": 2, "test": 2}
+    assert inputs.summary["test_video_ids"] == ["00006", "00007"]
+    labels = [int(label) for _, y in finishes(lambda: list(inputs.test)) for label in y]
+    assert labels == [0, 1]
+    if feature_cache:  # 4 + 2 + 2 readable clips encoded, the skipped one never
+        assert inputs.summary["feature_cache"] == {"hits": 0, "misses": 8}
 
 
 def test_a_clip_that_changes_after_the_scan_is_one_line_not_a_traceback(corpus, capsys):
@@ -455,9 +492,11 @@ def test_v03_unknown_splits_are_counted_and_missing_ranges_mean_the_whole_clip(t
     loaded = load_wlasl(tmp_path, limit_classes=None)
     assert loaded.unknown_splits == {"dev": 1, "Train": 1, "": 1}
     assert "ignored splits" in loaded.summary_line() and not loaded.rejected
-    got = [(c.video_id, loaded.class_names[c.label]) for c in loaded.train + loaded.val]
+    clips = loaded.train + loaded.val + loaded.test
+    got = [(c.video_id, loaded.class_names[c.label]) for c in clips]
     assert got == [("a1", "apple"), ("b2", "book"), ("a3", "apple")]
-    assert all((c.frame_start, c.frame_end) == (0, None) for c in loaded.train + loaded.val)
+    assert [c.video_id for c in loaded.test] == ["a3"] and loaded.val == []
+    assert all((c.frame_start, c.frame_end) == (0, None) for c in clips)
 
 
 def test_nslt_class_ids_out_of_range_are_rejected_and_other_labels_stay(tmp_path):
@@ -474,7 +513,7 @@ def test_nslt_class_ids_out_of_range_are_rejected_and_other_labels_stay(tmp_path
     loaded = load_wlasl(tmp_path, limit_classes=None)
     assert loaded.class_names == ["apple", "book", "cat", "dog"]
     kept = {vid: GLOSS_OF_ID[cid] for vid, cid, _ in entries if cid in GLOSS_OF_ID}
-    clips = loaded.train + loaded.val
+    clips = loaded.train + loaded.val + loaded.test
     assert sorted(c.video_id for c in clips) == sorted(kept)
     for clip in clips:
         assert loaded.class_names[clip.label] == kept[clip.video_id], clip

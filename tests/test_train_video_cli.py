@@ -11,6 +11,7 @@ import pytest
 from cli_runner import run_cli, run_main, run_to_the_end
 
 from keras_attn.data.synthetic_video import ensure_synthetic_videos
+from keras_attn.data.wlasl import load_wlasl
 from keras_attn.experiments import video as video_experiment
 
 
@@ -67,6 +68,7 @@ def test_the_script_hands_the_trainer_cached_features_and_the_head(monkeypatch, 
         clips_per_class=6,
         num_signers=3,
         val_signers=1,
+        test_signers=1,
         image_size=32,
     )
     given = {}
@@ -81,6 +83,8 @@ def test_the_script_hands_the_trainer_cached_features_and_the_head(monkeypatch, 
             spec=spec,
             run_dir=run_dir,
             extra=summary_extra,
+            val_labels=[int(v) for _, y in val_data for v in y],
+            test_labels=[int(v) for _, y in options["test_data"] for v in y],
         )
         return {"status": "completed"}
 
@@ -100,10 +104,78 @@ def test_the_script_hands_the_trainer_cached_features_and_the_head(monkeypatch, 
     assert sum(extra["index"]["missing"].values()) >= 1 and "missing" in out
     clips = extra["index"]["clips"]
     assert given["steps"] == -(-clips["train"] // 4)
+    # By default it validates on the val split and hands the test split over to be scored.
+    index = load_wlasl(data)
+    assert spec.val_split == "val" and extra["index"]["val_split"] == "val"
+    assert given["val_labels"] == [c.label for c in index.val]
+    assert given["test_labels"] == [c.label for c in index.test] and index.test
+    assert {c.split for c in index.test} == {"test"}
     # Every readable clip went through the frozen encoder once, into the cache.
-    assert extra["feature_cache"] == {"hits": 0, "misses": clips["train"] + clips["val"]}
-    assert len(list((tmp_path / "cache").rglob("*.npz"))) == clips["train"] + clips["val"]
+    every = clips["train"] + clips["val"] + clips["test"]
+    assert extra["feature_cache"] == {"hits": 0, "misses": every}
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == every
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_scores_the_readable_test_clips_once(monkeypatch, tmp_path, capsys):
+    """A real (tiny) run: the best-val model is scored on the test split's readable clips,
+    once, after training; a corrupt test clip is named and counted, never scored."""
+    data = ensure_synthetic_videos(
+        tmp_path / "synthetic",
+        num_classes=2,
+        clips_per_class=6,
+        num_signers=3,
+        val_signers=1,
+        test_signers=1,
+        image_size=32,
+    )
+    index = load_wlasl(data)
+    bad, *good = index.test
+    assert len(good) >= 2
+    Path(bad.path).write_bytes(b"\x00\x00\x00\x18ftypmp42 but not a video")
+    args = ["--data-dir", str(data), "--image-size", "32", "--num-frames", "2", "--epochs", "2"]
+    args += ["--backbone-weights", "none", "--cache-dir", "cache", "--batch-size", "4"]
+    args += ["--temporal", "avg", "--width", "8", "--run-dir", "run"]
+    run_to_the_end("train_video.py", args, monkeypatch, tmp_path)
+    out = capsys.readouterr().out
+    assert f"val {len(index.val)} clips, test {len(index.test)} clips" in out
+    assert "Test (best-val model, epoch" in out
+    run = tmp_path / "run"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["num_test"] == len(good)  # the readable test clips, the corrupt one left out
+    assert summary["readable_clips"]["test"] == len(good)
+    assert summary["test_video_ids"] == [c.video_id for c in good]
+    assert [s["path"] for s in summary["skipped_files"]] == [bad.path]
+    assert summary["index"]["clips"]["test"] == len(index.test)
+    predictions = np.load(run / "test_predictions.npz")
+    assert predictions["label"].tolist() == [c.label for c in good]
+    assert predictions["probabilities"].shape == (len(good), 2)
+    hits = predictions["predicted"] == predictions["label"]
+    assert summary["test_accuracy"] == pytest.approx(hits.mean())
+    hits_last = predictions["predicted_last"] == predictions["label"]
+    assert summary["test_accuracy_last"] == pytest.approx(hits_last.mean())
+    assert np.isfinite(summary["test_loss"]) and np.isfinite(summary["test_loss_last"])
+    assert json.loads((run / "config.json").read_text())["val_split"] == "val"
+
+    # --val-split test validates on the test split, as the original study did: then no
+    # separate test split is left, and no test metric is written.
+    run_to_the_end(
+        "train_video.py",
+        [*args[:-2], "--val-split", "test", "--run-dir", "on_test"],
+        monkeypatch,
+        tmp_path,
+    )
+    out = capsys.readouterr().out
+    assert f"val (test split) {len(index.test)} clips, no separate test split" in out
+    assert "No test metrics: --val-split test validates on the test split" in out
+    assert "Test (best-val model" not in out
+    summary = json.loads((tmp_path / "on_test" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["best_val_accuracy"] is not None
+    assert not {"test_accuracy", "test_loss", "test_accuracy_last", "num_test"} & set(summary)
+    assert not (tmp_path / "on_test" / "test_predictions.npz").exists()
+    assert summary["index"]["val_split"] == "test" and summary["index"]["clips"]["test"] == 0
+    assert summary["readable_clips"] == {"train": len(index.train), "val": len(good), "test": 0}
 
 
 @pytest.mark.slow
@@ -114,6 +186,7 @@ def test_one_epoch_smoke_run_and_a_warm_second_run(tmp_path):
         clips_per_class=6,
         num_signers=3,
         val_signers=1,
+        test_signers=1,
         image_size=32,
     )
     args = [
@@ -137,6 +210,8 @@ def test_one_epoch_smoke_run_and_a_warm_second_run(tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "completed" and not summary["frozen_backbone_is_random"]
     assert summary["backbone_weights_used"] == "imagenet-579344248a93e230"
+    assert summary["num_test"] == summary["readable_clips"]["test"] > 0
+    assert 0 <= summary["test_accuracy"] <= 1
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["backbone"] == "efficientnet_lite0" and config["backbone_weights"] == "imagenet"
     assert summary["feature_cache"]["hits"] == 0 and summary["feature_cache"]["misses"] > 0
@@ -196,7 +271,7 @@ def test_a_wlasl_folder_in_nslt_format_with_h264_clips_trains_unchanged(tmp_path
     rng = np.random.default_rng(0)
     index, shapes = {}, [(48, 64), (64, 48), (50, 70)]
     for i in range(12):
-        label, split = i % 2, ("train" if i < 8 else "test")
+        label, split = i % 2, ("train" if i < 8 else "val" if i < 10 else "test")
         video_id = f"{i:05d}"
         index[video_id] = {"subset": split, "action": [label, 1, 200 if i == 0 else -1]}
         if i == 5:
@@ -228,4 +303,7 @@ def test_a_wlasl_folder_in_nslt_format_with_h264_clips_trains_unchanged(tmp_path
     assert "missing videos: train 1" in done.stdout
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["class_names"] == ["book", "drink"] and summary["skipped_files"] == []
+    assert summary["num_test"] == 2  # 00010 and 00011, scored once at the end
+    labels = np.load(tmp_path / "run" / "test_predictions.npz")["label"]
+    assert labels.tolist() == [0, 1]
     assert pd.read_csv(tmp_path / "run" / "history.csv")["epoch"].tolist() == [1, 2]

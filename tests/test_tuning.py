@@ -314,6 +314,7 @@ def test_video_search_prepares_features_once_per_number_of_frames(monkeypatch, t
         clips_per_class=6,
         num_signers=3,
         val_signers=1,
+        test_signers=1,
         image_size=32,
     )
     argv = ["video", "--data-dir", str(data), "--image-size", "32", "--epochs", "1"]
@@ -330,7 +331,13 @@ def test_video_search_prepares_features_once_per_number_of_frames(monkeypatch, t
     assert set(table["num_frames"]) == {2, 4} and set(table["temporal"]) <= {"avg", "gru"}
     assert "temporal_pool" not in table  # only a TCN pools: never active here
     for trial_id in table["trial_id"]:
-        assert _session_hparams(project / f"trial_{trial_id}" / "logs")["width"] == 16
+        trial = project / f"trial_{trial_id}"
+        assert _session_hparams(trial / "logs")["width"] == 16
+        # A search chooses among its trials: they validate on val and never see test.
+        trial_summary = json.loads((trial / "summary.json").read_text())
+        assert trial_summary["index"]["val_split"] == "val"
+        assert "test_accuracy" not in trial_summary and "num_test" not in trial_summary
+        assert not (trial / "test_predictions.npz").exists()
     best = json.loads((project / "best_hparams.json").read_text())
     frames = best["hyperparameters"]["num_frames"]
     model = keras.saving.load_model(project / "best.keras")

@@ -17,6 +17,7 @@ import pytest
 
 from keras_attn.data import video
 from keras_attn.data.order import epoch_order
+from keras_attn.data.synthetic_video import ensure_synthetic_videos
 from keras_attn.data.video import (
     VideoDecodeError,
     check_clip,
@@ -25,7 +26,7 @@ from keras_attn.data.video import (
     sample_frame_indices,
     scan_clips,
 )
-from keras_attn.data.wlasl import ClipRecord
+from keras_attn.data.wlasl import ClipRecord, load_wlasl
 
 SIDE = 96  # video width and height
 FFMPEG = shutil.which("ffmpeg")
@@ -431,3 +432,88 @@ def test_clip_dataset_batches_each_epoch_on_its_own(five_clips):
 def test_clip_dataset_rejects_random_for_evaluation(five_clips):
     with pytest.raises(ValueError, match="random"):
         clip_dataset(five_clips, 4, "random", 32, seed=0, training=False)
+
+
+# ---- prepared inputs: validation and test -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sign_set(tmp_path_factory):
+    """Tiny synthetic sign clips: 2 classes, one signer each for train, val and test."""
+    return ensure_synthetic_videos(
+        tmp_path_factory.mktemp("signs"),
+        num_classes=2,
+        clips_per_class=6,
+        num_signers=3,
+        val_signers=1,
+        test_signers=1,
+        image_size=32,
+    )
+
+
+def prepare(index, cache_dir, feature_cache):
+    from keras_attn.experiments.video import prepare_video_inputs
+
+    return prepare_video_inputs(
+        index,
+        num_frames=4,
+        image_size=32,
+        backbone="efficientnet_lite0",
+        weights="none",
+        feature_cache=feature_cache,
+        cache_dir=str(cache_dir),
+        batch_size=3,
+    )
+
+
+def all_batches(ds):
+    frames, masks, labels = take_all(ds)
+    return np.concatenate(frames), np.concatenate(masks), np.concatenate(labels)
+
+
+@pytest.mark.parametrize("feature_cache", [True, False])
+def test_the_test_split_is_prepared_exactly_like_val(sign_set, tmp_path, feature_cache):
+    index = load_wlasl(sign_set, limit_classes=None)
+    assert index.val_split == "val"  # the default validates on val, not on test
+    assert {c.signer_id for c in index.val} == {1} and {c.signer_id for c in index.test} == {2}
+    inputs = prepare(index, tmp_path / "cache", feature_cache)
+    x, mask, labels = all_batches(inputs.test)
+    assert labels.tolist() == [c.label for c in index.test]  # every test clip, in index order
+    assert inputs.summary["test_video_ids"] == [c.video_id for c in index.test]
+    assert inputs.summary["readable_clips"] == {
+        "train": len(index.train),
+        "val": len(index.val),
+        "test": len(index.test),
+    }
+    assert all_batches(inputs.val)[2].tolist() == [c.label for c in index.val]
+    again = all_batches(inputs.test)
+    np.testing.assert_array_equal(again[0], x)  # deterministic: the same frames every pass
+    np.testing.assert_array_equal(again[1], mask)
+
+    # The val pipeline on the test clips gives the test batches exactly.
+    as_val = prepare(dataclasses.replace(index, val=index.test), tmp_path / "cache", feature_cache)
+    val_x, val_mask, val_labels = all_batches(as_val.val)
+    np.testing.assert_array_equal(val_x, x)
+    np.testing.assert_array_equal(val_mask, mask)
+    np.testing.assert_array_equal(val_labels, labels)
+    if feature_cache:
+        clips = len(index.train) + len(index.val) + len(index.test)
+        assert inputs.summary["feature_cache"] == {"hits": 0, "misses": clips}
+        # Test clips were cached like any other: the second preparation decodes nothing.
+        again_clips = len(index.train) + 2 * len(index.test)
+        assert as_val.summary["feature_cache"] == {"hits": again_clips, "misses": 0}
+        assert x.shape == (len(index.test), 4, *inputs.feature_shape)
+    else:
+        assert inputs.summary["feature_cache"] == "off"
+        assert x.shape == (len(index.test), 4, 32, 32, 3)
+
+
+def test_without_a_test_split_there_is_no_test_dataset(sign_set, tmp_path):
+    on_test = load_wlasl(sign_set, val_split="test", limit_classes=None)
+    inputs = prepare(on_test, tmp_path / "cache", True)
+    assert inputs.test is None
+    assert inputs.summary["readable_clips"]["test"] == 0 and inputs.summary["test_video_ids"] == []
+    assert all_batches(inputs.val)[2].tolist() == [c.label for c in on_test.val]
+    assert {c.split for c in on_test.val} == {"test"}
+    no_test = dataclasses.replace(load_wlasl(sign_set, limit_classes=None), test=[])
+    assert prepare(no_test, tmp_path / "cache", False).test is None

@@ -103,7 +103,7 @@ def nslt_dir(tmp_path, mp4_bytes):
 
 
 def assert_no_label_shift(index: WlaslIndex):
-    for clip in index.train + index.val:
+    for clip in index.train + index.val + index.test:
         assert index.class_names[clip.label] == GLOSS_OF[clip.video_id], clip
 
 
@@ -118,16 +118,42 @@ def test_v03_records(v03_dir):
         "00001", "00002", "00003", "00004", "00005", "00011", "00012", "00013",
         "00021", "00022", "00023", "00031",
     ]  # fmt: skip
-    assert [c.video_id for c in index.val] == ["00006", "00015", "00032"]
-    clip = {c.video_id: c for c in index.train + index.val}
+    # The default validates on the val split (zebra's 00007 has no file) and keeps the test
+    # split apart, to be scored once at the end.
+    assert index.val_split == "val"
+    assert [c.video_id for c in index.val] == ["00016"]
+    assert [c.video_id for c in index.test] == ["00006", "00015", "00032"]
+    clip = {c.video_id: c for c in index.train + index.val + index.test}
     assert (clip["00001"].frame_start, clip["00001"].frame_end) == (0, None)
     assert (clip["00002"].frame_start, clip["00002"].frame_end) == (2, 39)
     assert (clip["00012"].frame_start, clip["00012"].frame_end) == (9, 9)
     assert (clip["00015"].frame_start, clip["00015"].frame_end) == (1, 29)
     assert clip["00002"].bbox == (1, 2, 30, 31) and clip["00002"].signer_id == 2
     assert clip["00002"].path == str((v03_dir / "videos" / "00002.mp4").resolve())
-    assert all(clip.split == "test" for clip in index.val)
+    assert [c.split for c in index.val] == ["val"]
+    assert [c.split for c in index.test] == ["test"] * 3
+    assert [index.class_names[c.label] for c in index.test] == ["zebra", "apple", "book"]
     assert not index.rejected
+    assert_no_label_shift(index)
+    whole = index.over_whole_clips()
+    assert [(c.video_id, c.frame_start, c.frame_end) for c in whole.test] == [
+        ("00006", 0, None),
+        ("00015", 0, None),
+        ("00032", 0, None),
+    ]
+
+
+def test_validating_on_the_test_split_leaves_no_test_split(v03_dir):
+    """--val-split test, as the original study did: its clips validate, none is left to score."""
+    index = load_wlasl(v03_dir, val_split="test", limit_classes=None)
+    assert [c.video_id for c in index.val] == ["00006", "00015", "00032"]
+    assert index.test == []
+    line = index.summary_line()
+    assert "train 12 clips, val (test split) 3 clips, no separate test split" in line
+    summary = index.to_summary()
+    assert summary["val_split"] == "test"
+    assert summary["clips"] == {"train": 12, "val": 3, "test": 0}
+    assert summary["clips_per_class"]["test"] == [0, 0, 0, 0]
     assert_no_label_shift(index)
 
 
@@ -139,7 +165,7 @@ def test_both_formats_give_the_same_clips(v03_dir, tmp_path_factory, mp4_bytes):
     for kwargs in ({}, {"limit_classes": None, "class_order": "alphabetical", "val_split": "val"}):
         a, b = load_wlasl(v03_dir, **kwargs), load_wlasl(nslt, **kwargs)
         assert a.class_names == b.class_names
-        for clips_a, clips_b in ((a.train, b.train), (a.val, b.val)):
+        for clips_a, clips_b in ((a.train, b.train), (a.val, b.val), (a.test, b.test)):
             assert [key(c)[:-1] for c in clips_a] == [key(c)[:-1] for c in clips_b]
         assert a.missing == b.missing and a.missing_all == b.missing_all
         assert all(c.bbox is None and c.signer_id is None for c in b.train)
@@ -154,10 +180,17 @@ def test_missing_files_are_counted_per_split(v03_dir):
     assert index.missing_all == {"train": 3, "val": 1, "test": 1}
     line = index.summary_line()
     assert "missing" in line and "\n" not in line
-    assert line.startswith("WLASL_v0.3.json: 4 classes, train 12 clips")
+    assert line.startswith(
+        "WLASL_v0.3.json: 4 classes, train 12 clips, val 1 clips, test 3 clips; missing videos"
+    )
     summary = json.loads(json.dumps(index.to_summary()))
-    assert summary["missing"]["train"] == 1 and summary["clips"] == {"train": 12, "val": 3}
+    assert summary["missing"]["train"] == 1
+    assert summary["clips"] == {"train": 12, "val": 1, "test": 3}
+    assert summary["val_split"] == "val"
+    # classes apple, book, mango, zebra
     assert summary["clips_per_class"]["train"] == [3, 1, 3, 5]
+    assert summary["clips_per_class"]["val"] == [1, 0, 0, 0]
+    assert summary["clips_per_class"]["test"] == [1, 1, 0, 1]
 
 
 def test_class_selection_by_frequency(v03_dir):
@@ -176,7 +209,8 @@ def test_class_selection_by_frequency(v03_dir):
 def test_class_selection_alphabetical(v03_dir):
     index = load_wlasl(v03_dir, limit_classes=3, class_order="alphabetical")
     assert index.class_names == ["apple", "book", "mango"]
-    assert [c.video_id for c in index.val] == ["00015", "00032"]
+    assert [c.video_id for c in index.val] == ["00016"]
+    assert [c.video_id for c in index.test] == ["00015", "00032"]
     assert_no_label_shift(index)
     everything = load_wlasl(v03_dir, limit_classes=0, class_order="alphabetical")
     assert everything.class_names == ["apple", "book", "mango", "zebra"]  # cat, dog: no train clip
@@ -187,6 +221,7 @@ def test_nslt_labels_follow_the_class_list(nslt_dir):
     assert index.index_file.endswith("nslt_100.json")
     assert index.class_names == ["apple", "book", "mango", "zebra"]
     assert [c.video_id for c in index.val] == ["00016"]
+    assert [c.video_id for c in index.test] == ["00006", "00015", "00032"]
     assert_no_label_shift(index)
 
 
@@ -237,7 +272,7 @@ def test_duplicates_bad_ranges_unknown_splits_and_class_ids(tmp_path, mp4_bytes)
     (tmp_path / "nslt_100.json").write_text(text)
     index = load_wlasl(tmp_path, limit_classes=None)
     assert [(c.video_id, index.class_names[c.label]) for c in index.train] == [("00001", "zebra")]
-    assert index.val == []  # the duplicate "00001" (test) was dropped
+    assert index.val == [] and index.test == []  # the duplicate "00001" (test) was dropped
     reasons = {(r["video_id"], r["reason"].split()[0]) for r in index.rejected}
     assert reasons == {
         ("00002", "frame_start"),

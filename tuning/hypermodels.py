@@ -212,7 +212,10 @@ class ImageHyperModel(ExperimentHyperModel):
 
 
 class VideoHyperModel(ExperimentHyperModel):
-    """The video experiment on cached frozen features, as in train_video.py."""
+    """The video experiment on cached frozen features, as in train_video.py, except that a
+    trial never sees the test split (a search chooses among its trials)."""
+
+    train_options = dict(evaluate_test=False)
 
     def __init__(self, base: VideoExperiment, space: Space, objective, direction):
         super().__init__("video", video_experiment, base, space, objective, direction)

@@ -10,16 +10,20 @@ frames cannot tell a pair apart, one that models time can.
 
 The set is written as ``WLASL_v0.3.json`` plus ``videos/<video_id>.mp4`` (MPEG-4, ``mp4v``), so
 ``keras_attn.data.wlasl.load_wlasl`` reads it like the real thing, including the sign's frame
-range, signer ids and boxes, and a few index entries whose video is missing (as in WLASL). The
-last ``val_signers`` signers form the ``test`` split (signers unseen in training); one clip per
-class of a training signer goes to ``val``.
+range, signer ids and boxes, and a few index entries whose video is missing (as in WLASL).
+
+Splits are by signer, so both held-out splits measure signers unseen in training: of
+``num_signers`` signers (default 10) the last ``test_signers`` (default 2) sign every ``test``
+clip, the ``val_signers`` (default 2) before them every ``val`` clip, and the rest every
+``train`` clip; no signer appears in two splits. Clip ``j`` of each class is signed by signer
+``j % num_signers``: with the default signers, 100 clips per class (``train_video.py``'s
+default) give 60 train, 20 val and 20 test clips per class, before the few missing files.
 
     python -m keras_attn.data.synthetic_video --strip /tmp/signs_strip.png
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import json
@@ -29,10 +33,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from keras_attn.cli import Parser
 from keras_attn.errors import UserError
 from keras_attn.files import atomic_directory, atomic_path
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: val and test clips each from their own unseen signers
 FPS = 25
 MISSING_FRACTION = 0.03
 # Hand shapes: classes use the disjoint pairs (fist, flat), (v, point), (l, spread), (y, o)
@@ -304,35 +309,65 @@ def write_mp4(path, frames: np.ndarray, fps: float = FPS) -> None:
         writer.release()
 
 
-def dataset_name(num_classes, clips_per_class, image_size, seed, num_signers=8, val_signers=2):
-    name = f"signs-k{num_classes}-n{clips_per_class}-s{image_size}-seed{seed}"
-    if (num_signers, val_signers) != (8, 2):
-        name += f"-p{num_signers}v{val_signers}"
-    return name
+NUM_SIGNERS = 10
+VAL_SIGNERS = 2
+TEST_SIGNERS = 2
+
+
+def dataset_name(
+    num_classes,
+    clips_per_class,
+    image_size,
+    seed,
+    num_signers=NUM_SIGNERS,
+    val_signers=VAL_SIGNERS,
+    test_signers=TEST_SIGNERS,
+):
+    """The set's folder name. It always names the signer layout (``-p{signers}v{val}t{test}``),
+    so no folder of the layout before version 2 (test signers only, val from training
+    signers; named without ``t``) is taken for one of this layout."""
+    return (
+        f"signs-k{num_classes}-n{clips_per_class}-s{image_size}-seed{seed}"
+        f"-p{num_signers}v{val_signers}t{test_signers}"
+    )
+
+
+def check_signers(num_signers: int, val_signers: int, test_signers: int) -> None:
+    """One line (UserError) unless val and test each get a signer and training keeps one."""
+    if not (val_signers >= 1 and test_signers >= 1 and val_signers + test_signers < num_signers):
+        raise UserError(
+            "need val_signers >= 1, test_signers >= 1 and val_signers + test_signers < "
+            f"num_signers, got {val_signers}, {test_signers} and {num_signers}"
+        )
 
 
 def ensure_synthetic_videos(
     root="data/synthetic",
     num_classes: int = 6,
     clips_per_class: int = 40,
-    num_signers: int = 8,
-    val_signers: int = 2,
+    num_signers: int = NUM_SIGNERS,
+    val_signers: int = VAL_SIGNERS,
+    test_signers: int = TEST_SIGNERS,
     image_size: int = 96,
     seed: int = 0,
 ) -> Path:
     """Generate the set once (reused when complete) and return its folder, the WLASL ``data_dir``.
 
-    The folder is ``root/signs-k{K}-n{clips}-s{size}-seed{seed}`` (plus ``-p{signers}v{val}``
-    when the signer counts are not the defaults). It is built in a temporary sibling folder and
-    renamed into place with its ``COMPLETE`` marker, so an interrupted run leaves nothing that
-    looks finished; a folder without a matching marker is rebuilt.
+    ``val_signers`` signers sign the ``val`` clips and ``test_signers`` others the ``test``
+    clips; the remaining signers sign ``train`` (see the module docstring). The folder is
+    ``root/signs-k{K}-n{clips}-s{size}-seed{seed}-p{signers}v{val}t{test}``. It is built in a
+    temporary sibling folder and renamed into place with its ``COMPLETE`` marker, so an
+    interrupted run leaves nothing that looks finished; a folder without a matching marker is
+    rebuilt.
     """
     if not 1 <= num_classes <= MAX_CLASSES:
         raise UserError(f"num_classes must be 1..{MAX_CLASSES}, got {num_classes}")
-    if clips_per_class < 1:
-        raise UserError(f"clips_per_class must be at least 1, got {clips_per_class}")
-    if not 0 < val_signers < num_signers:
-        raise UserError(f"need 0 < val_signers < num_signers, got {val_signers} and {num_signers}")
+    check_signers(num_signers, val_signers, test_signers)
+    if clips_per_class < num_signers:
+        raise UserError(
+            f"clips_per_class must be at least num_signers ({num_signers}), so that every "
+            f"split has a clip of each class; got {clips_per_class}"
+        )
     if image_size < 32 or image_size % 2:
         raise UserError(f"image_size must be an even number >= 32, got {image_size}")
     params = {
@@ -341,12 +376,13 @@ def ensure_synthetic_videos(
         "clips_per_class": clips_per_class,
         "num_signers": num_signers,
         "val_signers": val_signers,
+        "test_signers": test_signers,
         "image_size": image_size,
         "seed": seed,
     }
     root = Path(root)
     out = root / dataset_name(
-        num_classes, clips_per_class, image_size, seed, num_signers, val_signers
+        num_classes, clips_per_class, image_size, seed, num_signers, val_signers, test_signers
     )
     if _is_complete(out, params):
         return out
@@ -365,39 +401,55 @@ def _is_complete(out: Path, params: dict) -> bool:
         return False
 
 
-def _generate(out: Path, params: dict) -> None:
-    k, n = params["num_classes"], params["clips_per_class"]
-    num_signers, val_signers = params["num_signers"], params["val_signers"]
-    size, seed = params["image_size"], params["seed"]
-    signers = [make_signer(np.random.default_rng([seed, 1, s]), size) for s in range(num_signers)]
-    split_rng = np.random.default_rng([seed, 2])
+def signer_split(signer: int, num_signers: int, val_signers: int, test_signers: int) -> str:
+    """The split of every clip of ``signer``: the last signers are test, the ones before val."""
+    if signer >= num_signers - test_signers:
+        return "test"
+    if signer >= num_signers - test_signers - val_signers:
+        return "val"
+    return "train"
 
-    # Plan every clip first: id, class, signer, split.
+
+def plan_clips(params: dict) -> tuple[list[dict], set[str]]:
+    """Every clip's ``video_id``, class, signer and split, and the ids whose video is left out.
+
+    Cheap (nothing is rendered): the layout ``_generate`` writes for ``params``.
+    """
+    k, n = params["num_classes"], params["clips_per_class"]
+    num_signers = params["num_signers"]
+    val_signers, test_signers = params["val_signers"], params["test_signers"]
+    split_rng = np.random.default_rng([params["seed"], 2])
     plan = []
     for c in range(k):
-        clips = []
         for j in range(n):
             signer = j % num_signers
-            split = "test" if signer >= num_signers - val_signers else "train"
-            clips.append({"class": c, "signer": signer, "split": split})
-        train = [clip for clip in clips if clip["split"] == "train"]
-        if len(train) >= 4:
-            train[int(split_rng.integers(len(train)))]["split"] = "val"
-        plan.extend(clips)
+            split = signer_split(signer, num_signers, val_signers, test_signers)
+            plan.append({"class": c, "signer": signer, "split": split})
     for i, clip in enumerate(plan):
         clip["video_id"] = f"{i:05d}"
 
-    # A few entries lose their video, as in WLASL (never a class's last training clip).
+    # A few entries lose their video, as in WLASL (never the last clip of a class in a split).
     absent = set()
     for i in split_rng.permutation(len(plan))[: max(1, round(MISSING_FRACTION * len(plan)))]:
         clip = plan[int(i)]
         left = [
             q
             for q in plan
-            if q["class"] == clip["class"] and q["split"] == "train" and q["video_id"] not in absent
+            if q["class"] == clip["class"]
+            and q["split"] == clip["split"]
+            and q["video_id"] not in absent
         ]
-        if clip["split"] != "train" or len(left) > 1:
+        if len(left) > 1:
             absent.add(clip["video_id"])
+    return plan, absent
+
+
+def _generate(out: Path, params: dict) -> None:
+    k, size, seed = params["num_classes"], params["image_size"], params["seed"]
+    signers = [
+        make_signer(np.random.default_rng([seed, 1, s]), size) for s in range(params["num_signers"])
+    ]
+    plan, absent = plan_clips(params)
 
     videos = out / "videos"
     videos.mkdir()
@@ -445,12 +497,32 @@ def frame_strip(clips: list[np.ndarray], frames_per_clip: int = 12) -> np.ndarra
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = Parser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", default="data/synthetic")
+    parser.add_argument("--clips-per-class", type=int, default=40, help="clips per class")
+    parser.add_argument(
+        "--num-signers", type=int, default=NUM_SIGNERS, help="signers in the whole set"
+    )
+    parser.add_argument(
+        "--val-signers", type=int, default=VAL_SIGNERS, help="signers of the val clips only"
+    )
+    parser.add_argument(
+        "--test-signers", type=int, default=TEST_SIGNERS, help="signers of the test clips only"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--strip", help="also write the sign frames of a mirrored pair as a PNG")
     args = parser.parse_args(argv)
-    out = ensure_synthetic_videos(args.root, seed=args.seed)
+    try:
+        out = ensure_synthetic_videos(
+            args.root,
+            clips_per_class=args.clips_per_class,
+            num_signers=args.num_signers,
+            val_signers=args.val_signers,
+            test_signers=args.test_signers,
+            seed=args.seed,
+        )
+    except UserError as err:
+        parser.error(str(err))
     print(out)
     if args.strip:
         index = json.loads((out / "WLASL_v0.3.json").read_text())

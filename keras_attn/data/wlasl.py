@@ -61,7 +61,10 @@ class WlaslIndex:
     ``missing`` counts, per split name, the index entries of the *selected* classes whose video
     file is absent; ``missing_all`` counts the same over the whole index (every class).
     ``unknown_splits`` counts entries whose split is none of train/val/test (they are ignored).
-    ``val`` holds the clips of split ``val_split`` ("test" by default, as in the original study).
+    ``val`` holds the clips of split ``val_split`` (``"val"`` by default) and ``test`` those of
+    the ``test`` split, scored once after training and never used for a choice. With
+    ``val_split`` ``"test"`` (as in the original study, which validated on it) ``test`` is
+    empty: there is no separate test split left to score.
     """
 
     class_names: list[str]
@@ -70,17 +73,24 @@ class WlaslIndex:
     missing: dict[str, int]
     rejected: list[dict]
     index_file: str
-    val_split: str = "test"
+    val_split: str = "val"
+    test: list[ClipRecord] = field(default_factory=list)
     missing_all: dict[str, int] = field(default_factory=dict)
     unknown_splits: dict[str, int] = field(default_factory=dict)
 
     def summary_line(self) -> str:
         """One line for the console: classes, clips per split, missing videos, rejected entries."""
         missing = ", ".join(f"{s} {self.missing.get(s, 0)}" for s in SPLITS)
-        val = "val" if self.val_split == "val" else f"val ({self.val_split} split)"
+        if self.val_split == "val":
+            held_out = f"val {len(self.val)} clips, test {len(self.test)} clips"
+        else:
+            held_out = (
+                f"val ({self.val_split} split) {len(self.val)} clips, "
+                "no separate test split (nothing is scored on test)"
+            )
         line = (
             f"{Path(self.index_file).name}: {len(self.class_names)} classes, "
-            f"train {len(self.train)} clips, {val} {len(self.val)} clips; "
+            f"train {len(self.train)} clips, {held_out}; "
             f"missing videos: {missing} (whole index: {sum(self.missing_all.values())})"
         )
         if self.rejected:
@@ -100,6 +110,7 @@ class WlaslIndex:
             self,
             train=[replace(r, frame_start=0, frame_end=None) for r in self.train],
             val=[replace(r, frame_start=0, frame_end=None) for r in self.val],
+            test=[replace(r, frame_start=0, frame_end=None) for r in self.test],
         )
 
     def to_summary(self) -> dict:
@@ -109,10 +120,11 @@ class WlaslIndex:
             "val_split": self.val_split,
             "num_classes": len(self.class_names),
             "class_names": list(self.class_names),
-            "clips": {"train": len(self.train), "val": len(self.val)},
+            "clips": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
             "clips_per_class": {
                 "train": _per_class(self.train, len(self.class_names)),
                 "val": _per_class(self.val, len(self.class_names)),
+                "test": _per_class(self.test, len(self.class_names)),
             },
             "missing": dict(self.missing),
             "missing_all": dict(self.missing_all),
@@ -144,7 +156,7 @@ class _Entry:
 
 def load_wlasl(
     data_dir,
-    val_split: str = "test",
+    val_split: str = "val",
     limit_classes: int | None = 10,
     class_order: str = "frequency",
     index_file=None,
@@ -153,7 +165,9 @@ def load_wlasl(
 
     Args:
         data_dir: folder with the index file(s) and ``videos/<video_id>.mp4``.
-        val_split: ``"val"`` or ``"test"``: the split used for validation.
+        val_split: ``"val"`` (default) or ``"test"``: the split used for validation (choosing
+            the best epoch, early stopping). With ``"val"`` the ``test`` split's clips go to
+            ``WlaslIndex.test``; with ``"test"`` (the original study's choice) ``test`` is empty.
         limit_classes: keep N classes (``None`` or 0: every class with a training clip).
         class_order: ``"frequency"``: the N glosses with the most available training clips
             (ties alphabetically); ``"alphabetical"``: the first N glosses alphabetically.
@@ -220,6 +234,7 @@ def load_wlasl(
         class_names=class_names,
         train=[record(e) for e in selected if e.split == "train"],
         val=[record(e) for e in selected if e.split == val_split],
+        test=[record(e) for e in selected if e.split == "test"] if val_split != "test" else [],
         missing={
             s: sum(e.split == s and e.gloss in labels for e in missing_entries) for s in SPLITS
         },

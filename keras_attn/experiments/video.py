@@ -48,7 +48,9 @@ TEMPORAL_POOLS = ("attention", "avg", "max", "last")
 @dataclasses.dataclass(frozen=True)
 class VideoExperiment(TrainingSpec):
     """Every setting of a video run. The defaults are the original study's video
-    settings: 8 frames, 10 glosses, batch 4, AdamW 1e-3, 20 epochs."""
+    settings: 8 frames, 10 glosses, batch 4, AdamW 1e-3, 20 epochs; except that it
+    validates on the val split and scores the test split once at the end, where the
+    original validated on test (`val_split="test"` reproduces that)."""
 
     NAME_FIELDS = ("data_name", "temporal")
 
@@ -59,7 +61,12 @@ class VideoExperiment(TrainingSpec):
         100, "synthetic set size", check=at_least(1), group="data"
     )
     val_split: str = setting(
-        "test", "validate on this split", choices=("val", "test"), group="data"
+        "val",
+        "validate (best epoch, early stopping) on this split; the test split is scored once at "
+        "the end, never used for a choice. test: validate on it as the original study did "
+        "(then no separate test split is scored)",
+        choices=("val", "test"),
+        group="data",
     )
     limit_classes: int = setting(
         10, "keep N glosses (0: all)", metavar="N", check=non_negative, group="data"
@@ -219,16 +226,22 @@ def train(
     spec: VideoExperiment,
     data: VideoData | None = None,
     run_dir: str | Path | None = None,
+    evaluate_test: bool = True,
     **trainer_options,
 ) -> dict:
     """Trains (or resumes, or reports) one video run; returns its summary.
 
     `data` defaults to `load_video_data(spec)` (prepared for another seed, its training
-    order follows `spec.seed`); `trainer_options` go to `run_training`.
+    order follows `spec.seed`). With `evaluate_test` the best-val model is scored once on
+    the index's test split at the end (a tuner's trials leave it off: they must not see
+    test); there is none with `val_split` "test" or an index without readable test clips.
+    `trainer_options` go to `run_training`.
     """
     data = data or load_video_data(spec)
     spec = resolved(spec, data)
     inputs = data.inputs.with_seed(spec.seed)
+    if evaluate_test and inputs.test is None:
+        print(f"No test metrics: {no_test_reason(data.index)}.")
     return run_training(
         lambda: build_model(spec, data),
         inputs.train,
@@ -237,18 +250,30 @@ def train(
         spec,
         Path(run_dir) if run_dir else default_run_dir(spec),
         summary_extra=dict(class_names=data.index.class_names, **data.inputs.summary),
+        test_data=inputs.test if evaluate_test else None,
         **trainer_options,
     )
+
+
+def no_test_reason(index: WlaslIndex) -> str:
+    """Why a run on `index` has no test split to score."""
+    if index.val_split == "test":
+        return "--val-split test validates on the test split, so no separate test split is left"
+    if not index.test:
+        return "the index has no test clip of the selected classes"
+    return "no test clip is readable"
 
 
 @dataclasses.dataclass
 class VideoInputs:
     """What a video run trains on.
 
-    `train(start_epoch, epochs)` and `val` yield `((x, mask), label)` batches,
+    `train(start_epoch, epochs)`, `val` and `test` yield `((x, mask), label)` batches,
     where x is cached features `(B,T,*feature_shape)` or, without the cache,
     frames `(B,T,S,S,3)`; `wrap_head(head)` turns a head on features into the
-    model that takes x. With the feature cache, `val_clips` holds the validation
+    model that takes x. `test` is built exactly like `val` (deterministic sampling,
+    record order) from the index's test clips; None when there is no readable one.
+    With the feature cache, `val_clips` holds the validation
     set as arrays: `features (N,T,...)`, `mask (N,T)`, `labels (N,)`,
     `frame_indices (N,T)` (each sampled frame's number in its file) and `records`.
     """
@@ -261,6 +286,7 @@ class VideoInputs:
     summary: dict
     val_clips: dict | None = None
     reseed: Callable[[int], Callable[[int, int], tf.data.Dataset]] | None = None
+    test: tf.data.Dataset | None = None
 
     def with_seed(self, seed: int) -> VideoInputs:
         """The same inputs with the training order of another seed (validation is fixed)."""
@@ -284,13 +310,24 @@ def prepare_video_inputs(
     """Scans the index's clips, builds the frozen encoder and the datasets.
 
     Features are cached unless `feature_cache` is off or `sampling` is "random"
-    (fresh frames every epoch); validation always samples deterministically.
+    (fresh frames every epoch); validation and test always sample deterministically.
+    An unreadable clip of any split is skipped, named and counted in
+    `summary["skipped_files"]`; `summary["readable_clips"]` counts what each split kept and
+    `summary["test_video_ids"]` lists the test clips in the order `test` yields them.
     """
     train_records, train_skipped = scan_clips(index.train, crop_bbox=crop_bbox)
     val_records, val_skipped = scan_clips(index.val, crop_bbox=crop_bbox)
-    for split, records in (("training", train_records), ("validation", val_records)):
-        if not records:
-            raise UserError(f"{index.index_file}: no readable {split} clip")
+    test_records, test_skipped = scan_clips(index.test, crop_bbox=crop_bbox)
+    if not train_records:
+        raise UserError(f"{index.index_file}: no readable training clip")
+    if not val_records:
+        hint = (
+            f" (the index has no {index.val_split!r} clip of the selected classes; "
+            "--val-split test validates on its test split instead)"
+            if not index.val and index.val_split == "val"
+            else ""
+        )
+        raise UserError(f"{index.index_file}: no readable validation clip{hint}")
     encoder, weights_used = build_frame_encoder(backbone, image_size, weights, feature_maps)
     encoder_key = f"{backbone}-{weights_used}-{image_size}-{'map' if feature_maps else 'pooled'}"
     if weights_used == "random":
@@ -298,7 +335,7 @@ def prepare_video_inputs(
     val_mode = sampling if sampling in DETERMINISTIC_MODES else "uniform"
     summary = dict(
         index=index.to_summary(),
-        skipped_files=train_skipped + val_skipped,
+        skipped_files=train_skipped + val_skipped + test_skipped,
         backbone_weights_used=weights_used,
         frozen_backbone_is_random=weights_used == "random",
     )
@@ -311,8 +348,19 @@ def prepare_video_inputs(
         val_x, val_m, val_y, val_stats = cache.features_for(
             val_records, num_frames, val_mode, image_size, crop_bbox=crop_bbox
         )
-        summary["skipped_files"] += train_stats["skipped"] + val_stats["skipped"]
-        summary["feature_cache"] = {k: train_stats[k] + val_stats[k] for k in ("hits", "misses")}
+        # Keyed like every clip (file identity, frames, encoder), so test clips are cached too.
+        test_x, test_m, test_y, test_stats = cache.features_for(
+            test_records, num_frames, val_mode, image_size, crop_bbox=crop_bbox
+        )
+        stats = (train_stats, val_stats, test_stats)
+        summary["skipped_files"] += [skip for s in stats for skip in s["skipped"]]
+        summary["feature_cache"] = {k: sum(s[k] for s in stats) for k in ("hits", "misses")}
+        summary["readable_clips"] = {
+            "train": len(train_y),
+            "val": len(val_y),
+            "test": len(test_y),
+        }
+        summary["test_video_ids"] = [test_records[i].video_id for i in test_stats["kept"]]
         print(
             f"Frozen features: {summary['feature_cache']['hits']} clips from the cache, "
             f"{summary['feature_cache']['misses']} computed ({cache.directory})"
@@ -326,6 +374,11 @@ def prepare_video_inputs(
         return VideoInputs(
             train=cached_train(seed),
             val=feature_dataset(val_x, val_m, val_y, batch_size, seed, False),
+            test=(
+                feature_dataset(test_x, test_m, test_y, batch_size, seed, False)
+                if len(test_y)
+                else None
+            ),
             steps_per_epoch=-(-len(train_y) // batch_size),
             feature_shape=tuple(train_x.shape[2:]),
             wrap_head=lambda head: head,
@@ -341,6 +394,12 @@ def prepare_video_inputs(
         )
 
     summary["feature_cache"] = "off"
+    summary["readable_clips"] = {
+        "train": len(train_records),
+        "val": len(val_records),
+        "test": len(test_records),
+    }
+    summary["test_video_ids"] = [r.video_id for r in test_records]
 
     def decoded_train(seed):
         return lambda start, end: clip_dataset(
@@ -360,6 +419,13 @@ def prepare_video_inputs(
         train=decoded_train(seed),
         val=clip_dataset(
             val_records, num_frames, val_mode, image_size, seed, False, batch_size, crop_bbox
+        ),
+        test=(
+            clip_dataset(
+                test_records, num_frames, val_mode, image_size, seed, False, batch_size, crop_bbox
+            )
+            if test_records
+            else None
         ),
         steps_per_epoch=-(-len(train_records) // batch_size),
         feature_shape=tuple(encoder.output.shape[1:]),
