@@ -165,6 +165,37 @@ class Spec:
     def choices_of(cls, name: str) -> list | None:
         return _choices(cls.__dataclass_fields__[name].metadata)
 
+    @classmethod
+    def listable(cls) -> list[str]:
+        """Settings a study can vary as a grid axis: typed scalars in the config whose
+        values hold no comma of their own (`--widths 32,64` is one value) and no bools
+        (their flags take no value)."""
+        return [
+            f.name
+            for f in cls.settings()
+            if f.metadata["flag"]
+            and f.metadata["in_config"]
+            and cls.setting_type(f.name) in (int, float, str)
+            and "," not in str(f.default)
+            and f.name != "preset"
+        ]
+
+    @classmethod
+    def parse_list(cls, name: str, text: str) -> list:
+        """`"25,50"` -> `[25, 50]` in the setting's type; a bad or repeated item is a
+        one-line error naming the flag."""
+        kind = cls.setting_type(name)
+        items = [part.strip() for part in str(text).split(",")]
+        if not all(items):
+            raise UserError(f"{_flag(name)}: empty item in {text!r}")
+        try:
+            values = [kind(item) for item in items]
+        except ValueError:
+            raise UserError(f"{_flag(name)}: expected {kind.__name__}s, got {text!r}") from None
+        if len(set(values)) != len(values):
+            raise UserError(f"{_flag(name)}: a value is listed twice: {text}")
+        return values
+
     # -- command line ------------------------------------------------------------------
     @classmethod
     def add_flags(
@@ -218,6 +249,7 @@ class Spec:
     def _add_flag(cls, group, field: dataclasses.Field, default, lists: Sequence[str]) -> None:
         meta = field.metadata
         help_text = meta["help"] + ("" if default is None else f" (default: {default})")
+        help_text = help_text.replace("%", "%%")  # argparse formats help with %
         kind = cls.setting_type(field.name)
         choices = _choices(meta)
         options: dict[str, Any] = dict(dest=field.name, default=None, help=help_text)

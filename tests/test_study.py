@@ -17,6 +17,8 @@ from cli_runner import OFFLINE, ROOT
 
 from keras_attn.data.synthetic_video import ensure_synthetic_videos
 from keras_attn.data.wlasl import ClipRecord, WlaslIndex
+from keras_attn.errors import UserError
+from keras_attn.experiments.image import ImageExperiment
 from keras_attn.study import __main__ as study_main
 from keras_attn.study import distributed, grid
 from keras_attn.study.distributed import GridTuner
@@ -46,62 +48,104 @@ def study(args, cwd, extra_env=None, **popen):
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
+def _value_row(section: str, *cells: str) -> bool:
+    """Whether a table row starts with `cells` and then holds a number."""
+    start = r"\| " + r" \| ".join(re.escape(c) for c in cells) + r" \| "
+    return re.search(start + r"[−+]?[0-9]", section) is not None
+
+
+def _section(report: str, heading: str) -> str:
+    return report.split(heading)[1].split("\n## ")[0]
+
+
 @pytest.mark.slow
-def test_two_variants_two_seeds_two_epochs_then_a_rerun_that_trains_nothing(tmp_path):
-    args = ["image", "--attention", "cbam", "--seeds", "2", "--epochs", "2", *TINY_IMAGES]
-    args += ["--out", "study"]
+def test_the_tiny_protocol_grid_reports_every_measure_then_a_rerun_trains_nothing(tmp_path):
+    # The issue's tiny grid: 2 variants x 2 seeds x 2 data sizes x 2 epochs, 2 rates.
+    args = ["image", "--attention", "cbam", "--seeds", "2", "--epochs", "2"]
+    args += ["--train-per-class", "6,12", "--tune-lr", "1e-3,3e-3", "--final-focus-images", "60"]
+    args += [*TINY_IMAGES[2:], "--out", "study"]
     done = study(args, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "study"
 
     runs = pd.read_csv(out / "results.csv")
     # The baseline joins the grid unasked: every comparison is against it.
-    assert sorted(zip(runs["variant"], runs["seed"], strict=True)) == [
-        ("cbam", 0),
-        ("cbam", 1),
-        ("none", 0),
-        ("none", 1),
-    ]
+    columns = ["variant", "train_per_class", "lr", "seed"]
+    cells = sorted(runs[columns].itertuples(index=False, name=None))
+    assert cells == sorted(
+        (v, n, lr, s)
+        for v in ("none", "cbam")
+        for n in (6, 12)
+        for lr in (1e-3, 3e-3)
+        for s in (0, 1)
+    )
     assert (runs["status"] == "completed").all()
     # Scored once on the fixed test set, with the checkpoint chosen on validation.
     assert runs["test_accuracy"].between(0, 1).all() and runs["test_accuracy_last"].notna().all()
     assert runs["num_test"].nunique() == 1 and runs["num_test"].iloc[0] > 0
+    # Each seed's own draw of the training images; the same draw for every variant.
+    num_train = {
+        (r.variant, r.train_per_class, r.seed): json.loads(
+            (tmp_path / r.run_dir / "summary.json").read_text()
+        )["num_train"]
+        for r in runs.itertuples()
+    }
+    assert {num_train[("none", n, s)] for n in (6, 12) for s in (0, 1)} == {36, 72}
+    # Focus checks on each best-val model, attention measures only where there is a map.
+    assert runs["final_focus_images"].eq(60).all()
+    assert runs["final_pointing_gradcam"].between(0, 1).all()
+    assert runs["final_auroc_gradcam"].between(0, 1).all()
+    assert runs.loc[runs["variant"] == "cbam", "final_sanity_attention"].between(-1, 1).all()
+    assert runs.loc[runs["variant"] == "none", "final_pointing_attention"].isna().all()
     curves = pd.read_csv(out / "curves.csv")
-    assert len(curves) == 4 * 2
+    assert len(curves) == 16 * 2 and {"train_per_class", "lr"} <= set(curves.columns)
     for column in ("grad_norm_mean", "grad_norm_max", "batch_loss_std"):
         assert (curves[column] > 0).all(), column
-    assert curves["gap_accuracy"].notna().all()
-    assert (curves["grad_norm_max"] >= curves["grad_norm_mean"] - 1e-6).all()
-    # Focus: Grad-CAM for every variant, the attention map only where there is one.
     assert curves["focus_gradcam"].between(0, 1).all()
-    assert curves.loc[curves["variant"] == "cbam", "focus_attention"].between(0, 1).all()
     assert curves.loc[curves["variant"] == "none", "focus_attention"].isna().all()
-    assert curves["focus_chance"].between(0.01, 0.5).all()
 
-    # Every cell is an ordinary run; for a seed, the variants differ only in the attention.
-    none0 = json.loads((out / "runs" / "none-seed0" / "config.json").read_text())
-    cbam0 = json.loads((out / "runs" / "cbam-seed0" / "config.json").read_text())
+    # Every cell is an ordinary run; in a cell, the variants differ only in the attention.
+    cell = "train_per_class6-lr0.001-seed0"
+    none0 = json.loads((out / "runs" / f"none-{cell}" / "config.json").read_text())
+    cbam0 = json.loads((out / "runs" / f"cbam-{cell}" / "config.json").read_text())
     assert {k for k in none0 if none0[k] != cbam0[k]} == {"attention"}
-    for cell in ("none-seed0", "cbam-seed1"):
-        assert (out / "runs" / cell / "best.keras").stat().st_size > 0
-        assert list((out / "runs" / cell / "logs").rglob("events.out.tfevents*"))
-    assert (out / "runs" / "cbam-seed0" / "focus.png").stat().st_size > 0
+    assert (none0["train_per_class"], none0["lr"]) == (6, 0.001)
+    assert list((out / "runs" / f"cbam-{cell}" / "logs").rglob("events.out.tfevents*"))
+    assert (out / "runs" / f"cbam-{cell}" / "test_predictions.npz").stat().st_size > 0
 
     report = (out / "report.md").read_text()
-    assert "python -m keras_attn.study image --attention cbam" in report
-    assert "### (a) Does attention stabilise training?" in report
-    assert "| cbam |" in report and "| none |" in report
-    test_part = report.split("## Test accuracy at the best-val epoch")[1].split("\n## ")[0]
-    assert re.search(r"\| cbam \| [0-9.]+ \| [0-9.]+ \| [−+0-9.]+ \| \[", test_part)
-    for figure in ("learning_curves", "gradients", "focus", "overlays"):
+    assert "--train-per-class 6,12 --tune-lr 1e-3,3e-3" in report
+    tuning = _section(report, "## Learning rate, tuned per variant")
+    assert _value_row(tuning, "train per class 6", "cbam", "0.001")
+    for n in (6, 12):
+        part = _section(report, f"## Condition: train per class {n}")
+        test_part = part.split("### Test accuracy at the best-val epoch")[1].split("\n### ")[0]
+        assert "p (Holm) | P(A > B) | MDE |" in test_part
+        # test acc, baseline, difference, [CI], p, p (Holm), P(A > B), MDE: every one a value
+        assert re.search(r"\| cbam( \| [−+]?[0-9.]+){3} \| \[[^]]+\]( \| [0-9.]+){4} \|", test_part)
+        checks = part.split("### Focus checks of the best-val models (60 fixed val images)")[1]
+        for measure in (
+            "pointing game",
+            "AUROC of target pixels",
+            "rank corr. with randomised weights",
+            "accuracy drop, top region erased",
+        ):
+            assert _value_row(checks, "cbam", "attention", measure), measure
+            assert _value_row(checks, "none", "gradcam", measure), measure
+        assert "| accuracy drop, top region erased | " in checks  # with its random baseline
+    interaction = _section(report, "## Interaction: does the difference from none change")
+    assert _value_row(interaction, "cbam", "log2(train per class)", "all runs")
+    assert "corrects over all 3 tests of this report" in report
+    for figure in ("learning_curves", "focus", "overlays", "lr_curves", "expected_validation"):
         assert (out / "figures" / f"{figure}.png").stat().st_size > 1000, figure
 
-    history_before = (out / "runs" / "cbam-seed1" / "history.csv").read_text()
+    run_dir = out / "runs" / "cbam-train_per_class12-lr0.003-seed1"
+    history_before = (run_dir / "history.csv").read_text()
     again = study(args, tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("is already complete; nothing to do") == 4
+    assert again.stdout.count("is already complete; nothing to do") == 16
     assert "Epoch 01" not in again.stdout
-    assert (out / "runs" / "cbam-seed1" / "history.csv").read_text() == history_before
+    assert (run_dir / "history.csv").read_text() == history_before
 
 
 @pytest.mark.slow
@@ -148,6 +192,7 @@ def test_a_video_study_scores_temporal_weights_against_the_sign(tmp_path):
         clips_per_class=6,
         num_signers=3,
         val_signers=1,
+        test_signers=1,
         image_size=32,
     )
     args = ["video", "--temporal", "tcn", "--seeds", "2", "--epochs", "2", "--image-size", "32"]
@@ -190,8 +235,12 @@ def test_in_sign_frames_uses_the_annotated_range_and_an_open_end():
         (["image", "--attention", "none,foo"], "unknown attention 'foo'"),
         (["image", "--attention", "cbam,cbam"], "listed twice"),
         (["video", "--temporal", "avg,lstm"], "unknown temporal 'lstm'"),
-        (["image", "--seeds", "0"], "--seeds must be at least 1"),
-        (["image", "--epochs", "zero"], "invalid int value"),
+        (["image", "--seeds", "0"], "--seeds must be a positive number of seeds or 'auto'"),
+        (["image", "--target-halfwidth", "0.01"], "--target-halfwidth needs --seeds auto"),
+        (["image", "--epochs", "zero"], "--epochs: expected ints, got 'zero'"),
+        (["image", "--train-per-class", "25,25"], "--train-per-class: a value is listed twice"),
+        (["image", "--tune-lr", "1e-3"], "--tune-lr needs at least two different learning rates"),
+        (["image", "--lr", "1e-3,3e-3", "--tune-lr", "1e-3,1e-2"], "give the learning rates once"),
     ],
 )
 def test_bad_variants_and_seeds_are_one_line_errors(args, message, monkeypatch, tmp_path, capsys):
@@ -212,7 +261,8 @@ def test_print_config_resolves_the_baseline_with_the_study_defaults(monkeypatch,
     study_main.main()
     config = json.loads(capsys.readouterr().out)
     assert config["attention"] == "none"  # the baseline; the variants are the study's
-    assert (config["image_size"], config["batch_size"], config["epochs"]) == (48, 32, 25)
+    assert (config["image_size"], config["batch_size"], config["epochs"]) == (48, 32, 40)
+    assert (config["early_stopping"], config["early_stopping_on"]) == (8, "val_loss")
     assert not list(tmp_path.iterdir())
 
 
@@ -248,7 +298,7 @@ def test_run_grid_runs_each_cell_once_seed_major_and_counts_a_divergence(
     calls = calls[::2]
     assert [(v, s) for v, s, _ in calls] == [("none", 0), ("cbam", 0), ("none", 1), ("cbam", 1)]
     assert calls[1][2] == tmp_path / "runs" / "cbam-seed0"
-    assert "[study] cbam seed 1 failed: diverged in epoch 2" in capsys.readouterr().out
+    assert "[study] cbam-seed1 failed: diverged in epoch 2" in capsys.readouterr().out
     curves, runs = collect(tmp_path, ["none", "cbam"], [0, 1])
     assert runs["status"].tolist() == ["completed", "completed", "completed", "failed"]
     assert runs["best_val_accuracy"].tolist() == pytest.approx([0.5, 0.7, 0.6, 0.8])
@@ -271,9 +321,10 @@ def test_the_grid_tuner_hands_out_every_cell_exactly_once(tmp_path, monkeypatch,
     tuner = GridTuner(tmp_path, ["none", "channel"], [0, 1], run_one)
     tuner.search()
     assert len(freed) == 4
-    assert sorted(tuner.cells_run) == [("channel", 0), ("channel", 1), ("none", 0), ("none", 1)]
+    ran = sorted((cell.variant, cell.seed) for cell in tuner.cells_run)
+    assert ran == [("channel", 0), ("channel", 1), ("none", 0), ("none", 1)]
     out = capsys.readouterr().out
-    assert "[study] channel seed 0 failed: diverged in epoch 2" in out
+    assert "[study] channel-seed0 failed: diverged in epoch 2" in out
     trials = tuner.oracle.get_best_trials(4)
     scores = {
         (t.hyperparameters.get("variant"), t.hyperparameters.get("seed")): t.score for t in trials
@@ -291,21 +342,75 @@ def test_the_grid_tuner_hands_out_every_cell_exactly_once(tmp_path, monkeypatch,
 def test_focus_set_takes_the_classes_in_turn_and_only_with_boxes():
     labels = np.array([0, 0, 0, 1, 2, 2], np.int32)
     data = SimpleNamespace(
-        val_images=np.arange(6, dtype=np.uint8).reshape(6, 1, 1, 1),
+        val_images=np.arange(6, dtype=np.uint8).reshape(6, 1, 1),  # grey, as the MNIST family
+        image_size=1,
         val_labels=labels,
         val_boxes=np.arange(24, dtype=np.float32).reshape(6, 4),
         num_classes=3,
     )
     chosen = focus_set(data, 5)
     assert chosen["labels"].tolist() == [0, 1, 2, 0, 2]
-    assert chosen["images"].ravel().tolist() == [0, 3, 4, 1, 5]
+    assert chosen["images"].shape == (5, 1, 1, 3)  # RGB at the model's size
+    assert chosen["images"][..., 0].ravel().tolist() == [0, 3, 4, 1, 5]
     assert chosen["boxes"][:, 0].tolist() == [0, 12, 16, 4, 20]
     assert focus_set(data, 0) is None
     assert focus_set(SimpleNamespace(**{**vars(data), "val_boxes": None}), 5) is None
 
 
+def test_axes_cross_every_variant_seed_major_with_readable_run_dirs(tmp_path, monkeypatch):
+    axes = {"train_per_class": [25, 100], "lr": [0.001, 0.003]}
+    cells = grid_cells(["none", "cbam"], [0, 1], axes)
+    assert len(cells) == 16 and [c.seed for c in cells] == [0] * 8 + [1] * 8
+    assert [c.variant for c in cells[:4]] == ["none", "cbam", "none", "cbam"]
+    assert cells[1].settings == (("train_per_class", 25), ("lr", 0.001))
+    assert cells[1].name == "cbam-train_per_class25-lr0.001-seed0"
+    calls = []
+
+    def run_one(variant, seed, run_dir, **settings):
+        calls.append((variant, seed, settings))
+        summary = _fake_cell(tmp_path, variant, seed, diverge=set())
+        (tmp_path / "runs" / f"{variant}-seed{seed}").rename(run_dir)
+        if variant == "cbam":  # a run whose end-of-training focus checks were written
+            (run_dir / "final_focus.json").write_text('{"pointing_gradcam": 0.25}')
+        return summary
+
+    monkeypatch.setattr(grid, "free_memory", lambda: None)
+    run_grid(tmp_path, ["none", "cbam"], [0], run_one, {"train_per_class": [25, 100]})
+    assert calls[2] == ("none", 0, {"train_per_class": 100})
+    curves, runs = collect(tmp_path, ["none", "cbam"], [0], {"train_per_class": [25, 100]})
+    assert list(runs.columns[:3]) == ["variant", "seed", "train_per_class"]
+    assert runs["train_per_class"].tolist() == [25, 25, 100, 100]
+    assert runs["final_pointing_gradcam"].tolist()[1::2] == [0.25, 0.25]
+    assert runs["final_pointing_gradcam"].isna().tolist()[::2] == [True, True]
+    assert list(curves.columns[:4]) == ["variant", "seed", "train_per_class", "epoch"]
+    assert sorted(curves["train_per_class"].unique()) == [25, 100]
+
+
+def test_only_listable_settings_become_axes_and_their_items_are_typed():
+    listable = ImageExperiment.listable()
+    assert {"train_per_class", "distractors", "lr", "backbone"} <= set(listable)
+    assert "widths" not in listable and "deterministic" not in listable  # a list; a bool
+    assert "data_dir" in listable and "run_dir" not in listable
+    assert ImageExperiment.parse_list("lr", "1e-3, 3e-3") == [0.001, 0.003]
+    assert ImageExperiment.parse_list("distractors", "0,4,8") == [0, 4, 8]
+    with pytest.raises(UserError, match="--distractors: empty item"):
+        ImageExperiment.parse_list("distractors", "0,,8")
+
+
+def test_a_variant_can_fix_another_setting_for_one_thing_ablations():
+    from keras_attn.experiments.video import VideoExperiment
+
+    assert grid.variant_settings(VideoExperiment, "temporal", "tcn") == {"temporal": "tcn"}
+    fixed = grid.variant_settings(VideoExperiment, "temporal", "tcn:temporal_pool=avg")
+    assert fixed == {"temporal": "tcn", "temporal_pool": "avg"}
+    assert grid.variant_settings(VideoExperiment, "temporal", "tcn:tcn-levels=2")["tcn_levels"] == 2
+    for bad in ("tcn:temporal_pool", "tcn:nonsense=1", "tcn:temporal=avg"):
+        with pytest.raises(UserError, match="write NAME:SETTING=VALUE"):
+            grid.variant_settings(VideoExperiment, "temporal", bad)
+
+
 def test_collect_lists_cells_never_started_as_missing(tmp_path):
-    assert grid_cells(["none", "cbam"], [0, 1]) == [
+    assert [tuple(c[:2]) for c in grid_cells(["none", "cbam"], [0, 1])] == [
         ("none", 0),
         ("cbam", 0),
         ("none", 1),

@@ -50,9 +50,7 @@ def _build():
 
 
 def _run(tmp_path, cfg, **kw):
-    return run_training(
-        _build, _train_data, _val_data(), N // 16, cfg, tmp_path / "run", **kw
-    )
+    return run_training(_build, _train_data, _val_data(), N // 16, cfg, tmp_path / "run", **kw)
 
 
 def test_cosine_warmup_reaches_peak_then_decays_to_zero_at_the_end():
@@ -152,9 +150,7 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
         _run(tmp_path, cfg, extra_callbacks=[_InterruptAt(2)])
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "interrupted"
     resumed = _run(tmp_path, cfg)
-    run_training(
-        _build, _train_data, _val_data(), N // 16, cfg, tmp_path / "straight"
-    )
+    run_training(_build, _train_data, _val_data(), N // 16, cfg, tmp_path / "straight")
     a = pd.read_csv(tmp_path / "run" / "history.csv")
     b = pd.read_csv(tmp_path / "straight" / "history.csv")
     assert a["epoch"].tolist() == [1, 2, 3, 4]
@@ -202,9 +198,7 @@ def test_several_steps_per_execution_train_exactly_as_one(tmp_path):
     histories = []
     for spe in (1, 3, 32):
         cfg = TrainingSpec(epochs=2, batch_size=16, lr=1e-2, steps_per_execution=spe)
-        run_training(
-            _build, _train_data, _val_data(), N // 16, cfg, tmp_path / f"spe{spe}"
-        )
+        run_training(_build, _train_data, _val_data(), N // 16, cfg, tmp_path / f"spe{spe}")
         histories.append(pd.read_csv(tmp_path / f"spe{spe}" / "history.csv"))
     for other in histories[1:]:
         for column in ("loss", "val_loss", "grad_norm_mean", "grad_norm_max", "batch_loss_std"):

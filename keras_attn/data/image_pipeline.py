@@ -27,6 +27,15 @@ def steps_per_epoch(data: ImageData, batch_size: int) -> int:
     return math.ceil(data.num_train / batch_size)
 
 
+def as_model_images(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, H, W) grey or (N, H, W, 3) -> uint8 (N, size, size, 3): in-memory images
+    as the pipelines hand them to the model (RGB, resized the same way)."""
+    x = tf.convert_to_tensor(np.asarray(images, np.uint8))
+    if x.shape.rank == 3:
+        x = tf.image.grayscale_to_rgb(x[..., None])
+    return resize_uint8(x, size).numpy()
+
+
 def _loader(images: np.ndarray | None, paths: np.ndarray | None, size: int):
     """index -> uint8 (size, size, 3), gathering from memory or reading the file; grey
     (N, H, W) arrays (the MNIST family) stay grey in memory and become RGB here."""

@@ -2,12 +2,20 @@
 
     python -m keras_attn.study image                  # the default study (see the README)
     python -m keras_attn.study image --attention none,cbam --seeds 5 --epochs 30
-    python -m keras_attn.study video --temporal avg,tcn,transformer --seeds 5
+    python -m keras_attn.study image --data cluttered_mnist --train-per-class 25,100,400 \
+        --tune-lr 1e-3,3e-3,1e-2
+    python -m keras_attn.study video --temporal avg,tcn:temporal_pool=avg,tcn --seeds 5
+
+Every training flag of train_image.py / train_video.py passes through, and any of them
+given a comma-separated list becomes a grid axis: every variant runs at every value
+(`--train-per-class 25,100`, `--distractors 0,4,8`, `--temporal-pool avg,attention`).
+A variant may fix other settings too (`tcn:temporal_pool=avg`).
+`--tune-lr` tries each learning rate too and reports every variant and condition at its
+own best one, chosen on validation.
 
 Writes <out>/report.md (figures in <out>/figures), results.csv (one row per run) and
 curves.csv (one row per run and epoch); every run is an ordinary run directory under
 <out>/runs. The same command again skips finished runs and resumes an interrupted one.
-Every training flag of train_image.py / train_video.py passes through.
 
 Several machines share one grid through Keras Tuner's distributed mode: set
 KERASTUNER_TUNER_ID (chief, worker0, worker1, ...), KERASTUNER_ORACLE_IP and
@@ -29,12 +37,20 @@ from keras_attn.errors import UserError
 from keras_attn.experiments import video as video_experiment
 from keras_attn.experiments.image import ImageExperiment
 from keras_attn.experiments.video import VideoExperiment
-from keras_attn.spec import Spec, at_least, non_negative, setting
+from keras_attn.spec import Spec, at_least, non_negative, positive, setting
 from keras_attn.study import image as image_study
+from keras_attn.study import seed_rule, selection
 from keras_attn.study import video as video_study
 from keras_attn.study.distributed import run_distributed_grid
-from keras_attn.study.grid import collect, run_grid, write_study_file, write_tables
-from keras_attn.study.report import write_report
+from keras_attn.study.grid import (
+    collect,
+    grid_cells,
+    run_grid,
+    variant_settings,
+    write_study_file,
+    write_tables,
+)
+from keras_attn.study.report import Grid, write_report
 from keras_attn.training.files import read_json
 from keras_attn.tuner_cluster import check_port_free, distributed_role
 
@@ -43,10 +59,33 @@ from keras_attn.tuner_cluster import check_port_free, distributed_role
 class StudySettings(Spec):
     """What a study adds to its experiment's settings."""
 
-    seeds: int = setting(3, "seeds per variant: --seed, --seed + 1, ...", check=at_least(1))
+    seeds: str = setting(
+        "3",
+        "seeds per variant: --seed, --seed + 1, ...; auto: add seeds until the main "
+        "comparisons' 95% intervals are within --target-halfwidth (or --max-seeds)",
+        metavar="N|auto",
+        check=seed_rule.check_seeds,
+    )
+    target_halfwidth: float | None = setting(
+        None, "--seeds auto: the half-width to reach (default 0.01)", check=positive
+    )
+    max_seeds: int = setting(20, "--seeds auto: the most seeds to run", check=at_least(1))
     out: str | None = setting(None, "study folder (default runs/study/<kind>)")
     focus_images: int = setting(16, "images: fixed val images scored for focus", check=non_negative)
     focus_every: int = setting(5, "images: log overlay images every N epochs", check=at_least(1))
+    final_focus_images: int = setting(
+        2000,
+        "images: fixed val images scored once per run on its best-val model (pointing game, "
+        "AUROC, randomised-weights check, erase test; 0: off)",
+        check=non_negative,
+    )
+    tune_lr: str | None = setting(
+        None,
+        "learning rates tried for every variant and condition, each reported at its best "
+        "(highest mean best val accuracy over seeds)",
+        metavar="LR1,LR2,...",
+        check=selection.check_rates,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,13 +96,14 @@ class Kind:
     varied: str
     baseline: str
     defaults: dict  # the study's own defaults of experiment settings, variants included
-    seeds: int
+    seeds: str
 
 
 KINDS = {
-    # Sized to finish on 2 CPU cores in under an hour (README): 48 px and batch 32 buy the
-    # optimizer steps that the cluttered shapes need. `linear` (self-attention over every
-    # stage's pixels) costs about twice a CBAM run: opt in.
+    # 48 px and batch 32 buy the optimizer steps that the cluttered shapes need. Runs
+    # stop on a stated rule (val loss, patience 8, at most 40 epochs) so that they end on
+    # a plateau. `linear` (self-attention over every stage's pixels) costs about twice a
+    # CBAM run: opt in.
     "image": Kind(
         ImageExperiment,
         "attention",
@@ -73,26 +113,40 @@ KINDS = {
             image_size=48,
             train_per_class=200,
             batch_size=32,
-            epochs=25,
+            epochs=40,
+            early_stopping=8,
+            early_stopping_on="val_loss",
         ),
-        seeds=3,
+        seeds="3",
     ),
     "video": Kind(
         VideoExperiment,
         "temporal",
         "avg",
-        # Sample lead-in and tail too, so temporal focus can be scored.
-        dict(temporal="avg,tcn,transformer", frame_range="clip"),
-        seeds=5,
+        # Ablations that change one thing each: attention pooling alone, the TCN alone
+        # (then a mean), both, and self-attention. Sample lead-in and tail too, so
+        # temporal focus can be scored.
+        dict(
+            temporal="avg,attention,tcn:temporal_pool=avg,tcn,transformer",
+            frame_range="clip",
+            early_stopping=8,
+            early_stopping_on="val_loss",
+        ),
+        seeds="5",
     ),
 }
+# Seeds come from --seed and --seeds; run directories are per cell.
+NOT_AXES = ("seed",)
 
 parser = Parser(prog="python -m keras_attn.study", description=__doc__.split("\n\n")[0])
 kinds = parser.add_subparsers(dest="kind", required=True, metavar="image|video")
 for name, kind in KINDS.items():
     sub = kinds.add_parser(name, help=f"the {name} study")
     kind.spec.add_flags(
-        sub, lists=(kind.varied,), defaults=kind.defaults, skip=("run_dir", "overwrite")
+        sub,
+        lists=[n for n in kind.spec.listable() if n not in NOT_AXES],
+        defaults=kind.defaults,
+        skip=("run_dir", "overwrite"),
     )
     StudySettings.add_flags(sub, config_flags=False, defaults=dict(seeds=kind.seeds))
 
@@ -103,6 +157,27 @@ def variants_of(value: str, baseline: str) -> list[str]:
         raise UserError(f"a variant is listed twice: {value}")
     # Every comparison is against the baseline, so it is always in the grid, first.
     return [baseline] + [v for v in variants if v != baseline]
+
+
+def grid_axes(args, kind: Kind, study: StudySettings) -> dict[str, list]:
+    """The settings given as lists, by name, in flag order (the varied one aside); a
+    single value is put back on `args` as a plain, typed setting."""
+    axes = {}
+    for name in kind.spec.listable():
+        text = getattr(args, name, None)
+        if name == kind.varied or name in NOT_AXES or text is None:
+            continue
+        values = kind.spec.parse_list(name, text)
+        if len(values) == 1:
+            setattr(args, name, values[0])
+        else:
+            axes[name] = values
+            setattr(args, name, None)
+    if study.tune_lr:
+        if "lr" in axes:
+            raise UserError("give the learning rates once: --lr A,B or --tune-lr A,B")
+        axes[selection.TUNED] = selection.rates(study.tune_lr)
+    return axes
 
 
 def software_versions() -> dict:
@@ -129,7 +204,7 @@ def other_study(out: Path, kind: str):
     study = read_json(other / "study.json", default=None)
     if not study or not (other / "results.csv").exists():
         return None
-    curves, runs = collect(other, study["variants"], study["seeds"])
+    curves, runs = collect(other, study["variants"], study["seeds"], study.get("axes"))
     return curves, runs, study["meta"]
 
 
@@ -139,24 +214,31 @@ def main():
     study = StudySettings.from_args(args, overrides=dict(seeds=kind.seeds))
     variants = variants_of(getattr(args, kind.varied) or kind.defaults[kind.varied], kind.baseline)
     setattr(args, kind.varied, None)
+    axes = grid_axes(args, kind, study)
     defaults = {k: v for k, v in kind.defaults.items() if k != kind.varied}
     base = kind.spec.from_args(args, overrides=defaults, **{kind.varied: kind.baseline})
-    for variant in variants:  # every cell's settings are checked before any data loads
-        base.replace(**{kind.varied: variant})
+    for cell in grid_cells(variants, [base.seed], axes):  # checked before any data loads
+        base.replace(
+            **variant_settings(kind.spec, kind.varied, cell.variant), **dict(cell.settings)
+        )
     if args.print_config:
         print(base.config_json())
         return
-    seeds = list(range(base.seed, base.seed + study.seeds))
+    start = seed_rule.first_seeds(study.seeds, study.target_halfwidth, study.max_seeds)
+    seeds = list(range(base.seed, base.seed + start))
     out = Path(study.out or os.path.join("runs", "study", args.kind))
     role, ip, port = distributed_role()
+    if study.seeds == seed_rule.AUTO and role != "single":
+        raise UserError("--seeds auto runs on one machine; give a number of seeds to share a grid")
     if role == "chief":
         check_port_free(ip, port)
 
     if args.kind == "image":
-        data = image_study.load_study_images(base)
-        run_one = image_study.image_runner(base, data, study.focus_images, study.focus_every)
-        data_line = data.summary_line()
-        class_names = data.class_names
+        images = image_study.StudyImages(axes)
+        data_line, class_names = images.describe(base)
+        run_one = image_study.image_runner(
+            base, images, study.focus_images, study.focus_every, study.final_focus_images
+        )
         extra = {}
     else:
         data = video_experiment.load_video_data(base)
@@ -169,11 +251,13 @@ def main():
         )
         class_names = data.index.class_names
         extra = {"frozen_backbone_is_random": data.inputs.summary["frozen_backbone_is_random"]}
-    config = {k: v for k, v in base.config().items() if k != kind.varied}
+    config = {k: v for k, v in base.config().items() if k != kind.varied and k not in axes}
 
     meta = dict(
         kind=args.kind,
         baseline=kind.baseline,
+        axes=axes,
+        tuned=[selection.TUNED] if study.tune_lr else [],
         command=shlex.join(["python", "-m", "keras_attn.study", *sys.argv[1:]]),
         config={**config, **extra},
         versions=software_versions(),
@@ -183,14 +267,30 @@ def main():
     )
     out.mkdir(parents=True, exist_ok=True)
     if role != "worker":
-        write_study_file(out, dict(kind=args.kind, variants=variants, seeds=seeds, meta=meta))
-    if role == "single":
-        run_grid(out, variants, seeds, run_one)
+        study_file = dict(kind=args.kind, variants=variants, seeds=seeds, axes=axes, meta=meta)
+        write_study_file(out, study_file)
+    if role == "single" and study.seeds == seed_rule.AUTO:
+
+        def run_round(seeds):
+            write_study_file(out, dict(study_file, seeds=seeds))
+            run_grid(out, variants, seeds, run_one, axes)
+
+        def halfwidth(seeds):
+            return seed_rule.widest_halfwidth(
+                Grid(*collect(out, variants, seeds, axes), meta).main.test
+            )
+
+        target = study.target_halfwidth or seed_rule.DEFAULT_TARGET
+        seeds, meta["seed_rule"] = seed_rule.grow(
+            seeds, run_round, halfwidth, target, study.max_seeds
+        )
+    elif role == "single":
+        run_grid(out, variants, seeds, run_one, axes)
     else:
-        run_distributed_grid(out, variants, seeds, run_one, role, ip, port)
+        run_distributed_grid(out, variants, seeds, run_one, role, ip, port, axes)
         if role == "worker":
             return  # the chief writes the report
-    curves, runs = collect(out, variants, seeds)
+    curves, runs = collect(out, variants, seeds, axes)
     write_tables(out, curves, runs)
     report = write_report(curves, runs, meta, out, other=other_study(out, args.kind))
     counts = runs["status"].value_counts()

@@ -1,7 +1,7 @@
 """The study's grid through Keras Tuner's distributed mode: several machines share the runs.
 
 The chief (`KERASTUNER_TUNER_ID=chief`) serves a grid-search oracle over
-`variant × seed`; each worker (`worker0`, `worker1`, ...) asks it for a cell,
+`variant × axes × seed`; each worker (`worker0`, `worker1`, ...) asks it for a cell,
 trains that cell's ordinary run directory under `<out>/runs` and asks again.
 `--out` must be a folder every machine sees (a shared filesystem): the chief
 writes the report from the run directories once the grid is done. The oracle's
@@ -11,27 +11,28 @@ finished cells again (and a finished run directory is skipped anyway).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import keras_tuner as kt
 
-from keras_attn.study.grid import free_memory, run_dir_for
+from keras_attn.study.grid import Cell, free_memory, grid_cells, run_dir_for
 from keras_attn.training.run import TrainingDiverged
 
 
 class GridTuner(kt.Tuner):
     """A Keras Tuner tuner whose trials are the study's cells, run by `run_one`."""
 
-    def __init__(self, out: Path, variants, seeds, run_one: Callable, **kwargs):
+    def __init__(self, out: Path, variants, seeds, run_one: Callable, axes=None, **kwargs):
         self.out = Path(out)
         self.variants = list(variants)
         self.seeds = list(seeds)
+        self.axes = {name: list(values) for name, values in (axes or {}).items()}
         self.run_one = run_one
-        self.cells_run: list[tuple[str, int]] = []
+        self.cells_run: list[Cell] = []
         oracle = kt.oracles.GridSearchOracle(
             objective=kt.Objective("best_val_accuracy", "max"),
-            max_trials=len(self.variants) * len(self.seeds),
+            max_trials=len(grid_cells(self.variants, self.seeds, self.axes)),
         )
         super().__init__(
             oracle=oracle,
@@ -46,20 +47,24 @@ class GridTuner(kt.Tuner):
         hp = self.oracle.get_space()
         hp.Choice("variant", self.variants)
         hp.Choice("seed", self.seeds)
+        for name, values in self.axes.items():
+            hp.Choice(name, values)
         self.oracle.update_space(hp)
 
     def run_trial(self, trial, *args, **kwargs):
         variant = trial.hyperparameters.get("variant")
         seed = int(trial.hyperparameters.get("seed"))
-        print(f"[study] {self.tuner_id}: {variant}, seed {seed}", flush=True)
+        cell = Cell(variant, seed, tuple((k, trial.hyperparameters.get(k)) for k in self.axes))
+        print(f"[study] {self.tuner_id}: {cell.name}", flush=True)
         try:
-            summary = self.run_one(variant, seed, run_dir_for(self.out, variant, seed))
+            run_dir = run_dir_for(self.out, *cell)
+            summary = self.run_one(variant, seed, run_dir, **dict(cell.settings))
         except TrainingDiverged as err:
             # The run directory says "diverged"; the grid counts it and goes on.
-            print(f"[study] {variant} seed {seed} failed: {err}", flush=True)
+            print(f"[study] {cell.name} failed: {err}", flush=True)
             summary = {}
         free_memory()
-        self.cells_run.append((variant, seed))
+        self.cells_run.append(cell)
         return {"best_val_accuracy": float(summary.get("best_val_accuracy") or 0.0)}
 
     # Runs are saved by their own run directories; the tuner keeps no models.
@@ -78,14 +83,15 @@ def run_distributed_grid(
     role: str,
     ip: str,
     port: int,
+    axes: Mapping[str, Sequence] | None = None,
 ) -> None:
     """Serves the grid (chief) or works through it (worker); returns when the grid is done."""
     from keras_attn.tuner_cluster import serve_oracle
 
-    tuner = GridTuner(out, variants, seeds, run_one)
+    tuner = GridTuner(out, variants, seeds, run_one, axes)
     if role == "chief":
         serve_oracle(tuner, ip, port)
     else:
         tuner.search()
-        cells = ", ".join(f"{v}/seed{s}" for v, s in tuner.cells_run) or "none"
+        cells = ", ".join(cell.name for cell in tuner.cells_run) or "none"
         print(f"[study] {tuner.tuner_id}: done; ran {cells}", flush=True)

@@ -80,6 +80,58 @@ def fluctuation(val_accuracy) -> float:
     return float(diffs.std(ddof=1))
 
 
+def fluctuation_after_best(val_accuracy) -> float:
+    """Std (ddof=1) of the epoch-to-epoch changes of val accuracy from the best epoch on.
+
+    Once a run has peaked it is on its plateau, so this is jitter that cannot be
+    mistaken for still learning; fewer than 2 changes after the best give NaN (a run
+    that peaks at its last epoch has no plateau to measure).
+    """
+    x = np.asarray(val_accuracy, dtype=float)
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        return math.nan
+    diffs = np.diff(x[int(np.argmax(x)) :])
+    return float(diffs.std(ddof=1)) if diffs.size >= 2 else math.nan
+
+
+SPIKE_FACTOR = 5.0
+
+
+def gradient_spikes(grad_norm_max) -> float:
+    """Epochs whose largest gradient norm exceeds `SPIKE_FACTOR` × the run's median of it
+    (NaN when the run logged none)."""
+    g = np.asarray(grad_norm_max, dtype=float)
+    g = g[np.isfinite(g)]
+    if g.size == 0:
+        return math.nan
+    return float(np.sum(g > SPIKE_FACTOR * np.median(g)))
+
+
+def variance_ratio(a, b, confidence: float = 0.95) -> tuple[float, float, float]:
+    """var(a) / var(b) over seeds with its F interval `(ratio, low, high)` (NaN with
+    fewer than 2 values on a side or a zero variance in b)."""
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if a.size < 2 or b.size < 2 or np.var(b, ddof=1) == 0:
+        return math.nan, math.nan, math.nan
+    ratio = float(np.var(a, ddof=1) / np.var(b, ddof=1))
+    tail = (1 - confidence) / 2
+    f = scipy_stats.f(a.size - 1, b.size - 1)
+    return ratio, ratio / float(f.ppf(1 - tail)), ratio / float(f.ppf(tail))
+
+
+UNDER_TRAINED = 0.8  # a best epoch in the last 20% of the epochs allowed
+
+
+def under_trained(best_epoch, epochs) -> bool:
+    """Whether a run peaked in the last 20% of its epochs: it may still have been learning."""
+    if pd.isna(best_epoch) or pd.isna(epochs) or not epochs:
+        return False
+    return float(best_epoch) > UNDER_TRAINED * float(epochs)
+
+
 def epochs_to_fraction(epochs, val_accuracy, fraction: float = 0.9) -> float:
     """First epoch whose val accuracy reaches `fraction` of the run's best; NaN without data."""
     e = np.asarray(epochs, dtype=float)
@@ -115,6 +167,11 @@ def _seed_row(run: pd.Series, curve: pd.DataFrame) -> dict:
         "best_val_accuracy": run.get("best_val_accuracy", math.nan),
         "final_val_accuracy": run.get("final_val_accuracy", math.nan),
         "fluctuation": fluctuation(val),
+        "fluctuation_plateau": fluctuation_after_best(val),
+        "grad_spikes": gradient_spikes(curve["grad_norm_max"])
+        if "grad_norm_max" in curve
+        else math.nan,
+        "under_trained": float(under_trained(run.get("best_epoch"), run.get("epochs"))),
         "epochs_to_90": epochs_to_fraction(curve["epoch"], val) if len(curve) else math.nan,
         "grad_norm_max": _column_stat(curve, "grad_norm_max", "max"),
         "batch_loss_std": _column_stat(curve, "batch_loss_std", "mean"),
@@ -191,7 +248,15 @@ def per_variant_stability(
         for metric in ("best_val_accuracy", "final_val_accuracy"):
             stats = mean_ci(done[metric], confidence)
             row.update({f"{metric}_{f}": v for f, v in zip(CI_FIELDS, stats, strict=True)})
-        for metric in ("fluctuation", "epochs_to_90", "grad_norm_max", "batch_loss_std"):
+        for metric in (
+            "fluctuation",
+            "fluctuation_plateau",
+            "grad_spikes",
+            "under_trained",
+            "epochs_to_90",
+            "grad_norm_max",
+            "batch_loss_std",
+        ):
             row[metric] = _mean(done[metric]) if metric in done else math.nan
         row["gap_accuracy"] = _mean(done["gap_accuracy"]) if "gap_accuracy" in done else math.nan
         row["seed_spread"] = _seed_spread(done_curves[done_curves["variant"] == variant])

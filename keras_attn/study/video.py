@@ -16,6 +16,8 @@ from keras_attn.data.wlasl import WlaslIndex
 from keras_attn.experiments import video as video_experiment
 from keras_attn.experiments.video import VideoData, VideoExperiment
 from keras_attn.study.focus import TemporalFocus
+from keras_attn.study.grid import variant_settings
+from keras_attn.training.config import TrainingSpec
 
 
 def in_sign_frames(val_clips: dict, sign_index: WlaslIndex) -> np.ndarray:
@@ -41,12 +43,30 @@ def temporal_focus_frames(data: VideoData, spec: VideoExperiment) -> np.ndarray 
     return in_sign_frames(data.inputs.val_clips, data.index)
 
 
-def video_runner(base: VideoExperiment, data: VideoData):
-    """`run_one(variant, seed, run_dir)` for the grid: one video run of `base` with that
-    temporal module and seed."""
-    in_sign = temporal_focus_frames(data, base)
+# Settings of the temporal head and of training: a grid axis over them reuses the loaded
+# clips and cached features; any other axis (frames, encoder, data) loads its own.
+HEAD_SETTINGS = ("temporal", "temporal_pool", "width", "tcn_kernel", "tcn_levels", "dropout")
 
-    def run_one(variant: str, seed: int, run_dir: Path) -> dict:
+
+def _data_key(spec: VideoExperiment) -> tuple:
+    ignored = set(HEAD_SETTINGS) | set(TrainingSpec.names())
+    return tuple(sorted((k, str(v)) for k, v in spec.config().items() if k not in ignored))
+
+
+def video_runner(base: VideoExperiment, data: VideoData):
+    """`run_one(variant, seed, run_dir, **settings)` for the grid: one video run of `base`
+    with that temporal module, seed and axis values."""
+    loaded = {_data_key(base): data}
+
+    def run_one(variant: str, seed: int, run_dir: Path, **settings) -> dict:
+        fixed = variant_settings(VideoExperiment, "temporal", variant)
+        spec = base.replace(**fixed, seed=seed, **settings)
+        key = _data_key(spec)
+        if key not in loaded:
+            loaded.clear()  # one data set in memory at a time
+            loaded[key] = video_experiment.load_video_data(spec)
+        data = loaded[key]
+        in_sign = temporal_focus_frames(data, spec)
         measures = []
         if in_sign is not None:
             clips = data.inputs.val_clips
@@ -59,7 +79,7 @@ def video_runner(base: VideoExperiment, data: VideoData):
                 )
             )
         return video_experiment.train(
-            base.replace(temporal=variant, seed=seed),
+            spec,
             data,
             run_dir,
             measure_callbacks=measures,

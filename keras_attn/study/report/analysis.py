@@ -29,6 +29,7 @@ class Study:
                 self.diffs[m] = stats.paired_differences(self.seeds, self.baseline, m, False)
         self.focus = stats.focus_above_chance(curves, runs)
         self.test = comparisons.comparison_table(runs, self.baseline)
+        self.n_tests = len(self.test)  # the Holm family; a `Grid` widens it to the report's
 
     def failed(self) -> pd.DataFrame:
         return self.runs[self.runs["status"].isin(stats.FAILED)]

@@ -253,7 +253,77 @@ def write_figures(curves, runs, meta, variants, fig_dir: Path) -> dict[str, Path
     return {name: p for name, p in made.items() if p is not None}
 
 
+def _by_condition(table: pd.DataFrame, axes: list[str]):
+    """`(label, rows)` per condition of a grid table, in the grid's order."""
+    from keras_attn.study.report.grid import condition_label
+
+    if not axes:
+        return [("all runs", table)]
+    groups = []
+    for key, rows in table.groupby(axes, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        groups.append((condition_label(dict(zip(axes, key, strict=True))), rows))
+    return groups
+
+
+def plot_lr_curves(grid, path: Path) -> Path | None:
+    """Best val accuracy vs learning rate per variant (mean and 95% CI), one panel per
+    condition; the chosen rate is ringed."""
+    if grid.tuning is None or grid.tuning["curve"].empty:
+        return None
+    axes = grid.condition_axes
+    panels = _by_condition(grid.tuning["curve"], axes)
+    chosen = grid.tuning["chosen"]
+    colors = _colors(grid.main.variants)
+    fig, ax_row = _panels(len(panels), width=4.5, height=3.5)
+    for ax, (label, table) in zip(ax_row, panels, strict=True):
+        for variant, rows in table.groupby("variant", sort=False):
+            rows = rows.sort_values("lr")
+            color = colors.get(variant, "k")
+            ax.plot(rows["lr"], rows["mean"], "o-", color=color, label=variant)
+            ax.fill_between(rows["lr"], rows["low"], rows["high"], color=color, alpha=0.15)
+            pick = chosen[(chosen["variant"] == variant)]
+            for a in axes:
+                pick = pick[pick[a] == rows[a].iloc[0]]
+            best = rows[rows["lr"].isin(pick["lr"])]
+            ax.plot(best["lr"], best["mean"], "o", ms=12, mfc="none", color=color)
+        ax.set_xscale("log")
+        ax.set(title=label, xlabel="learning rate", ylabel="best val accuracy")
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def plot_expected_validation(grid, path: Path) -> Path | None:
+    """Expected best val accuracy of k random runs of the sweep, per variant and condition."""
+    if grid.tuning is None or grid.tuning["expected"].empty:
+        return None
+    panels = _by_condition(grid.tuning["expected"], grid.condition_axes)
+    colors = _colors(grid.main.variants)
+    fig, ax_row = _panels(len(panels), width=4.5, height=3.5)
+    for ax, (label, table) in zip(ax_row, panels, strict=True):
+        for variant, rows in table.groupby("variant", sort=False):
+            color = colors.get(variant, "k")
+            ax.plot(rows["k"], rows["expected"], "o-", color=color, label=variant)
+        ax.set(title=label, xlabel="runs drawn (k)", ylabel="expected best val accuracy")
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def write_grid_figures(grid, fig_dir: Path) -> dict[str, Path]:
+    """The figures of the lr sweep, when there is one."""
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    made = {
+        "lr_curves": plot_lr_curves(grid, fig_dir / "lr_curves.png"),
+        "expected_validation": plot_expected_validation(grid, fig_dir / "expected_validation.png"),
+    }
+    return {name: p for name, p in made.items() if p is not None}
+
+
 FIGURE_CAPTIONS = {
+    "lr_curves": "Best val accuracy vs learning rate (mean and 95% CI over seeds), one panel per "
+    "condition; ringed: each variant's chosen rate.",
+    "expected_validation": "Expected best val accuracy of k runs drawn at random from the lr sweep "
+    "(Dodge et al. 2019).",
     "learning_curves": "Validation accuracy and training loss, mean ± std over completed seeds; "
     "dashed: chance.",
     "gradients": "Global gradient norm (mean ± std over seeds; dotted: per-epoch max) and the std "

@@ -20,6 +20,7 @@ from keras_attn.study.report.formatting import (
     signed,
     verdict_word,
 )
+from keras_attn.study.report.grid import holm_verdict
 
 
 def _cell(value) -> str:
@@ -40,21 +41,27 @@ def _failure_text(failure) -> str:
     return "" if failure is None or pd.isna(failure) else str(failure)[:160]
 
 
-def setup_section(s: Study) -> str:
+def setup_section(s: Study, runs: pd.DataFrame | None = None) -> str:
+    """`runs`: every run of the grid (default: the study's own)."""
     meta = s.meta
+    runs = s.runs if runs is None else runs
     config = meta.get("config") or {}
     versions = meta.get("versions") or {}
-    counts = s.runs["status"].value_counts()
-    wall = s.runs["wall_seconds"].sum(min_count=1) if "wall_seconds" in s.runs else math.nan
+    counts = runs["status"].value_counts()
+    wall = runs["wall_seconds"].sum(min_count=1) if "wall_seconds" in runs else math.nan
+    axes = meta.get("axes") or {}
+    failed = runs[runs["status"].isin(stats.FAILED)]
     lines = [
         "## Setup",
         "",
         f"- Data: {meta.get('data', DASH)}",
         f"- Variants: {join_names(s.variants)} (baseline: {s.baseline}); seeds: "
-        f"{join_names(sorted(s.runs['seed'].unique()))}",
-        f"- Runs: {len(s.runs)} ("
+        f"{join_names(sorted(runs['seed'].unique()))}",
+        *(f"- Axis {k.replace('_', ' ')}: {join_names(v)}" for k, v in axes.items()),
+        f"- Runs: {len(runs)} ("
         + ", ".join(f"{int(n)} {status}" for status, n in counts.items())
-        + f"); diverged or failed: {len(s.failed())}",
+        + f"); diverged or failed: {len(failed)}",
+        *([f"- Seeds: {meta['seed_rule']}"] if meta.get("seed_rule") else []),
         f"- Total wall time: {duration(wall)}",
         "",
         "Command:",
@@ -71,14 +78,16 @@ def setup_section(s: Study) -> str:
         "",
         md_table(["package", "version"], [[k, versions[k]] for k in sorted(versions)]),
     ]
-    failed = s.runs[s.runs["status"] != stats.COMPLETED]
+    failed = runs[runs["status"] != stats.COMPLETED]
     if len(failed):
         lines += ["", "Runs that did not complete (counted, excluded from the statistics):", ""]
         rows = [
-            [r["variant"], r["seed"], r["status"], _failure_text(r.get("failure"))]
+            [r["variant"], *(r[a] for a in axes), r["seed"], r["status"]]
+            + [_failure_text(r.get("failure"))]
             for _, r in failed.iterrows()
         ]
-        lines.append(md_table(["variant", "seed", "status", "failure"], rows))
+        header = ["variant", *(a.replace("_", " ") for a in axes), "seed", "status", "failure"]
+        lines.append(md_table(header, rows))
     return "\n".join(lines)
 
 
@@ -145,8 +154,9 @@ def test_section(s: Study) -> str:
         f"Each run's checkpoint was chosen on validation and scored once on the fixed test "
         f"set. Variant − {s.baseline}, paired by seed; the 95% interval and the p-value come "
         "from a bootstrap over seeds and test images together (both noise sources); p (Holm) "
-        "corrects over the rows of this table; P(A > B) is the share of seeds where the "
-        "variant won; MDE is the smallest difference this many seeds detect with 80% power.",
+        f"corrects over all {s.n_tests} tests of this report; P(A > B) is the share of seeds "
+        "where the variant won; MDE is the smallest difference this many seeds detect with 80% "
+        "power.",
     ]
     if s.test.empty:
         return "\n".join(lines + ["", "No completed pair of runs with test predictions."])
@@ -154,10 +164,7 @@ def test_section(s: Study) -> str:
     header += ["P(A > B)", "MDE", "n", "verdict"]
     rows = []
     for v, r in s.test.iterrows():
-        if r["p_holm"] < 0.05:
-            verdict = "higher" if r["diff"] > 0 else "lower"
-        else:
-            verdict = f"no detectable difference (could have detected ≥ {num(r['mde'], 3)})"
+        verdict = holm_verdict(r["p_holm"], r["diff"], r["mde"])
         rows.append(
             [v, num(r["variant_test"], 4), num(r["baseline_test"], 4), signed(r["diff"], 4)]
             + [ci(r["low"], r["high"], 4), num(r["p"], 3), num(r["p_holm"], 3)]

@@ -20,6 +20,7 @@ from keras_attn.study.report.formatting import (
     mean_std_ci,
     num,
     plural,
+    signed,
     verdict_word,
 )
 
@@ -197,34 +198,67 @@ def _ci_width_sentence(s: Study) -> str:
     return "With fewer than 2 completed seeds per variant no interval could be computed."
 
 
-def question_little_data(s: Study) -> str:
+def _size_sentences(g) -> list[str]:
+    """What the interaction with data size says, one sentence per variant."""
+    if g is None or g.interactions.empty:
+        return []
+    rows = g.interactions[g.interactions["axis"].isin(("train_per_class", "clips_per_class"))]
+    sentences = []
+    for _, r in rows.iterrows():
+        where = f" ({r['others']})" if r["others"] != "all runs" else ""
+        trend = (
+            "grows"
+            if r["p_holm"] < 0.05 and r["slope"] > 0
+            else "shrinks"
+            if r["p_holm"] < 0.05
+            else "shows no detectable trend"
+        )
+        sentences.append(
+            f"Per doubling of the training set{where}, {r['variant']} − {g.baseline} test "
+            f"accuracy changes by {signed(r['slope'], 4)} {ci(r['low'], r['high'], 4)} (Holm "
+            f"p {num(r['p_holm'], 3)}, n {int(r['n'])}): the difference {trend}."
+        )
+    return sentences
+
+
+def question_little_data(s: Study, g=None) -> str:
     head = "### (c) What are the limits of attention with little data?\n\n"
     failed = s.failed()
     failed_variants = sorted(failed["variant"].unique(), key=s.variants.index)
     chance = s.meta.get("chance")
+    sizes = _size_sentences(g)
     text = [
         f"The {s.kind} study trains on {s.meta.get('data', 'unknown data')}"
         + (f" (chance {num(chance)})." if chance is not None else "."),
+        *sizes,
         _gap_sentence(s),
         f"{len(failed)} of {len(s.runs)} runs diverged or failed"
         + (f" (variants: {join_names(failed_variants)})." if len(failed) else "."),
         _ci_width_sentence(s),
-        "What this study cannot answer: it trains on one amount of data, so it cannot say how "
-        "the effects change as data grows or shrinks; it uses one set of shared settings, so a "
-        'variant that needs other settings may be underrated; and a verdict of "within noise" '
-        "means no effect was shown, not that there is none.",
     ]
+    if not sizes:
+        text.append(
+            "What this study cannot answer: it trains on one amount of data, so it cannot say "
+            "how the effects change as data grows or shrinks (give --train-per-class a list)."
+        )
+    text.append('A verdict of "within noise" means no effect was shown, not that there is none.')
     return head + " ".join(text)
 
 
-def limits_section(s: Study) -> str:
+def limits_section(s: Study, g=None) -> str:
+    tuned = g is not None and g.tuning is not None
+    rates = len((g.axes if tuned else {}).get("lr", []))
     items = [
         f'{s.n_seeds} seeds per variant: intervals are wide, and "within noise" is an absence '
         "of evidence, not evidence of no effect.",
-        "One shared set of settings for every variant: none was tuned individually.",
+        f"Each variant ran at its own learning rate, the best of {rates} on validation; every "
+        "other setting is shared and untuned."
+        if tuned
+        else "One shared set of settings for every variant: none was tuned individually.",
         "Diverged and failed runs are excluded from the means (they are counted above), which "
         "flatters a variant that fails often.",
-        "Focus is measured at the final epoch only, on the validation examples.",
+        "Per-epoch focus is the final epoch's, on a few validation examples; the focus checks "
+        "use each run's best-val model on a fixed validation subset.",
     ]
     if "synthetic" in str(s.meta.get("data", "")).lower():
         items.insert(1, "Synthetic data: the results need not transfer to real images or signs.")
