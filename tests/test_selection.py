@@ -45,6 +45,7 @@ def test_each_variant_gets_its_own_best_rate_and_its_sensitivity():
     assert chosen.loc["none", "best_mean"] == pytest.approx(0.71)
     assert chosen.loc["none", "sensitivity"] == pytest.approx(math.log10(1e-2 / 3e-3))
     assert chosen.loc["cbam", "sensitivity"] == 0.0
+    assert chosen.loc["cbam", "edge"] and not chosen.loc["none", "edge"]  # 1e-3 is the smallest
     marked = selection.select(runs, {"lr": [1e-3, 3e-3, 1e-2]}, ["lr"])
     picked = marked[marked["selected"]]
     assert sorted(zip(picked["variant"], picked["lr"], strict=True)) == sorted(
@@ -196,3 +197,12 @@ def test_seeds_auto_adds_seeds_until_the_interval_is_narrow_or_the_cap(capsys):
     with pytest.raises(UserError, match="--target-halfwidth needs --seeds auto"):
         seed_rule.first_seeds("5", 0.01, 20)
     assert "positive number of seeds or 'auto'" in seed_rule.check_seeds("0")
+
+
+def test_a_sweep_where_every_run_failed_still_gets_a_report(tmp_path):
+    runs = _sweep_runs({("none", 1e-3): [math.nan], ("none", 1e-2): [math.nan]})
+    runs = runs.assign(run_dir="", epochs_completed=1, wall_seconds=1.0, failure="NaN loss")
+    meta = dict(kind="image", baseline="none", axes=dict(lr=[1e-3, 1e-2]), tuned=["lr"])
+    text = write_report(pd.DataFrame(), runs, meta | dict(chance=0.1), tmp_path).read_text()
+    assert "diverged or failed: 2" in text
+    assert "| condition | variant | chosen lr |" in text

@@ -27,6 +27,7 @@ from keras_attn.models.attention import spatial_map_name
 from keras_attn.training.files import atomic_write_bytes
 
 BATCH_SIZE = 64
+COMPILE_ABOVE = 4 * BATCH_SIZE  # images; fewer run eagerly (no tracing cost)
 # The overlay strip shows this many of the images; the measurements use all of them.
 STRIP_IMAGES = 8
 BOX_COLOUR = (255, 255, 255)
@@ -92,18 +93,25 @@ def grad_cam(
     """
     probe = attention_model(model, feature_layer=layer_name)
     labels = np.asarray(labels, np.int32).reshape(-1)
-    maps = []
-    for batch in _batches(len(labels)):
-        x = tf.convert_to_tensor(np.asarray(images[batch], np.float32))
+
+    def cam_of(x, y):
         with tf.GradientTape() as tape:
             outputs = probe(x, training=False)
             features, logits = outputs["features"], outputs["logits"]
-            target = tf.gather(logits, labels[batch], axis=1, batch_dims=1)
+            target = tf.gather(logits, y, axis=1, batch_dims=1)
         # The gradient is taken in float32 even under mixed precision.
         gradients = tf.cast(tape.gradient(target, features), tf.float32)
         alpha = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
-        cam = tf.nn.relu(tf.reduce_sum(alpha * tf.cast(features, tf.float32), axis=-1))
-        maps.append(cam.numpy())
+        return tf.nn.relu(tf.reduce_sum(alpha * tf.cast(features, tf.float32), axis=-1))
+
+    # Tracing costs about a second: worth it for the thousands of images of the final
+    # focus checks, not for the per-epoch handful.
+    if len(labels) > COMPILE_ABOVE:
+        cam_of = tf.function(cam_of, reduce_retracing=True)
+    maps = [
+        cam_of(tf.convert_to_tensor(np.asarray(images[b], np.float32)), labels[b]).numpy()
+        for b in _batches(len(labels))
+    ]
     return np.concatenate(maps) if maps else np.zeros((0, 0, 0), np.float32)
 
 
@@ -121,11 +129,17 @@ def spatial_attention_maps(model: keras.Model, images: np.ndarray) -> np.ndarray
     name = spatial_map_name(layers[-1].name)
     if name not in probe.output:
         return None
-    maps = [
-        keras.ops.convert_to_numpy(probe(np.asarray(images[b], np.float32), training=False)[name])
-        for b in _batches(len(images))
-    ]
-    return np.concatenate(maps)[..., 0].astype(np.float32)
+    images = np.asarray(images, np.float32)
+    if len(images) > COMPILE_ABOVE:
+        maps = probe.predict(images, batch_size=BATCH_SIZE, verbose=0)[name]
+    else:
+        maps = np.concatenate(
+            [
+                keras.ops.convert_to_numpy(probe(images[b], training=False)[name])
+                for b in _batches(len(images))
+            ]
+        )
+    return np.asarray(maps)[..., 0].astype(np.float32)
 
 
 # --- overlays ---------------------------------------------------------------------------

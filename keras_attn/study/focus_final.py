@@ -28,7 +28,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from keras_attn.study.focus import (
-    _batches,
+    BATCH_SIZE,
     _nanmean,
     box_area_share,
     grad_cam,
@@ -214,13 +214,12 @@ def randomised_copy(model: keras.Model) -> keras.Model:
 
 
 def accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy of `model` on (N,S,S,3) pixels with (N,) int labels, in batches."""
+    """Top-1 accuracy of `model` on (N,S,S,3) pixels with (N,) int labels."""
     labels = np.asarray(labels).reshape(-1)
-    hits = 0
-    for batch in _batches(len(labels)):
-        logits = model(np.asarray(images[batch], np.float32), training=False)
-        hits += int((np.argmax(keras.ops.convert_to_numpy(logits), -1) == labels[batch]).sum())
-    return hits / len(labels) if len(labels) else float("nan")
+    if not len(labels):
+        return float("nan")
+    logits = model.predict(np.asarray(images, np.float32), batch_size=BATCH_SIZE, verbose=0)
+    return float(np.mean(np.argmax(logits, -1) == labels))
 
 
 def _map_measures(name: str, maps, random_maps, boxes) -> dict[str, float]:

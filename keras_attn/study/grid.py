@@ -39,6 +39,8 @@ RUN_COLUMNS = (
     "epochs_completed",
     "epochs",
     "stopped_early",
+    "precision",
+    "xla",
     "wall_seconds",
     "run_dir",
     "failure",

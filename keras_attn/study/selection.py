@@ -72,7 +72,8 @@ def lr_curve(runs: pd.DataFrame, condition_axes: list[str]) -> pd.DataFrame:
 def chosen_rates(curve: pd.DataFrame, condition_axes: list[str]) -> pd.DataFrame:
     """Per condition and variant: the chosen `lr` (highest mean; a tie goes to the
     smaller rate), its `best_mean`, and `sensitivity`: the width in decades of the
-    rates whose mean is within one point of the best (0: only the chosen one)."""
+    rates whose mean is within one point of the best (0: only the chosen one); `edge`
+    says the chosen rate is the smallest or largest tried (the best may lie outside)."""
     rows = []
     for key, group in _groups(curve, [*condition_axes, "variant"]):
         scored = group.dropna(subset=["mean"]).sort_values(TUNED)
@@ -80,11 +81,16 @@ def chosen_rates(curve: pd.DataFrame, condition_axes: list[str]) -> pd.DataFrame
         row = dict(zip([*condition_axes, "variant"], key, strict=True))
         if scored.empty:
             rows.append(row | dict(lr=math.nan, best_mean=math.nan, sensitivity=math.nan))
+            rows[-1]["edge"] = False
             continue
         best = scored.loc[scored["mean"].idxmax()]
         near = scored.loc[scored["mean"] >= best["mean"] - WITHIN, TUNED].astype(float)
         width = math.log10(near.max() / near.min())
-        rows.append(row | dict(lr=float(best[TUNED]), best_mean=best["mean"], sensitivity=width))
+        rates = group[TUNED].astype(float)
+        edge = float(best[TUNED]) in (rates.min(), rates.max())
+        rows.append(
+            row | dict(lr=float(best[TUNED]), best_mean=best["mean"], sensitivity=width, edge=edge)
+        )
     return pd.DataFrame(rows)
 
 

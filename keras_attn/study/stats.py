@@ -194,6 +194,8 @@ def per_seed_metrics(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     Measures are computed for completed runs only and are NaN for the others,
     which keep their row so that they can be counted.
     """
+    if curves.empty:  # no run finished an epoch
+        curves = pd.DataFrame(columns=["variant", "seed", "epoch"])
     groups = {key: g.sort_values("epoch") for key, g in curves.groupby(["variant", "seed"])}
     rows = []
     for _, run in runs.iterrows():
@@ -220,6 +222,8 @@ def _seed_spread(curves: pd.DataFrame) -> float:
 def completed_curves(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """The rows of `curves` that belong to completed runs."""
     done = runs.loc[runs["status"] == COMPLETED, ["variant", "seed"]]
+    if curves.empty:
+        return pd.DataFrame(columns=["variant", "seed", "epoch"])
     return curves.merge(done, on=["variant", "seed"], how="inner")
 
 

@@ -194,6 +194,8 @@ def run_training(
         best_epoch=summary.get("best_epoch", 0) if start_epoch else 0,
     )
     summary = {**summary, **(summary_extra or {}), "epochs": cfg.epochs}
+    # What the run computed in, as resolved here (auto: on with a GPU), for the report.
+    summary.update(precision=model.dtype_policy.name, xla=bool(model.jit_compile))
 
     def write_summary(status: str, epochs_completed: int, **more) -> None:
         summary.update(

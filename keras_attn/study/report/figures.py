@@ -269,8 +269,8 @@ def _by_condition(table: pd.DataFrame, axes: list[str]):
 def plot_lr_curves(grid, path: Path) -> Path | None:
     """Best val accuracy vs learning rate per variant (mean and 95% CI), one panel per
     condition; the chosen rate is ringed."""
-    if grid.tuning is None or grid.tuning["curve"].empty:
-        return None
+    if grid.tuning is None or grid.tuning["curve"]["mean"].isna().all():
+        return None  # no completed run to draw
     axes = grid.condition_axes
     panels = _by_condition(grid.tuning["curve"], axes)
     chosen = grid.tuning["chosen"]

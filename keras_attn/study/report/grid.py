@@ -44,9 +44,13 @@ class Grid:
         chosen = self.runs[self.runs["selected"]]
         groups = chosen.groupby(self.condition_axes, sort=False) if self.condition_axes else None
         for key, group in groups if groups is not None else [((), chosen)]:
+            if group.empty:
+                continue
             key = key if isinstance(key, tuple) else (key,)
             condition = dict(zip(self.condition_axes, key, strict=True))
             self.conditions.append((condition, self._study(curves, group, condition)))
+        if not self.conditions:  # nothing chosen (every run failed): report them all
+            self.conditions.append(({}, self._study(curves, self.runs, {})))
         self.tuning = self._tuning()
         self.interactions = self._interactions()
         self.n_tests = self._correct()

@@ -31,7 +31,8 @@ def tuning_section(g: Grid) -> str:
         "highest mean best val accuracy (validation only; test plays no part); every later "
         "table uses only the runs at the chosen rates. LR sensitivity: the width, in decades, "
         f"of the rates whose mean stays within {selection.WITHIN:.2f} of the best (wider is "
-        "more forgiving). Diverged: runs with a non-finite loss, over every rate.",
+        "more forgiving). A chosen rate at the grid's edge may not be the best one: the sweep "
+        "should extend past it. Diverged: runs with a non-finite loss, over every rate.",
         "",
     ]
     rows = []
@@ -50,10 +51,12 @@ def tuning_section(g: Grid) -> str:
         d = divergence.loc[key] if divergence is not None else None
         rows.append(
             [label, r["variant"], "—" if math.isnan(r["lr"]) else f"{r['lr']:g}"]
+            + ["yes: widen the sweep" if r["edge"] else "no"]
             + [num(r["best_mean"], 4), num(r["sensitivity"], 2)]
             + ["—" if d is None else f"{int(d['n_failed'])}/{int(d['n_runs'])}"]
         )
-    header = ["condition", "variant", "chosen lr", "best val acc", "lr sensitivity (decades)"]
+    header = ["condition", "variant", "chosen lr", "at the grid's edge", "best val acc"]
+    header += ["lr sensitivity (decades)"]
     lines += ["### Chosen rates", "", md_table(header + ["diverged"], rows), ""]
     ev = t["expected"]
     if len(ev):
@@ -121,6 +124,8 @@ FINAL_MEASURES = (
     ("sanity", "rank corr. with randomised weights", None),
     ("erase_top_drop", "accuracy drop, top region erased", "erase_random_drop"),
 )
+# A t-interval over few seeds can leave a measure's range; it is shown cut to it.
+RANGES = {"pointing": (0, 1), "auroc": (0, 1), "sanity": (-1, 1), "erase_top_drop": (-1, 1)}
 
 
 def final_focus_section(s: Study) -> str:
@@ -138,6 +143,7 @@ def final_focus_section(s: Study) -> str:
                 if column not in mine or mine[column].isna().all():
                     continue
                 mean, _, low, high, n = stats.mean_ci(mine[column].astype(float))
+                low, high = max(low, RANGES[key][0]), min(high, RANGES[key][1])
                 if chance_key:
                     chance = stats.mean_ci(mine[f"final_{chance_key}"].astype(float))[0]
                 else:
@@ -149,14 +155,14 @@ def final_focus_section(s: Study) -> str:
         [
             f"## Focus checks of the best-val models ({count} fixed val images)",
             "",
-            "Measured once per run on its best-val model, on the same validation images for "
-            "every run; mean [95% t-interval] over seeds. Pointing game: the map's maximum "
-            "falls inside the target box (chance: the box's share of the map). AUROC: the map "
-            "as a detector of target pixels (chance 0.5). Randomised weights: rank correlation "
-            "of the map with the same model's map at re-initialised weights (Adebayo et al. "
-            "2018: near 1 means the map does not depend on what was learned). Erase test: "
-            "accuracy lost when the region the map ranks highest (the box's area) is replaced "
-            "by background; the random row erases a random region of the same area.",
+            "Measured once per run on its best-val model, on the same validation images for every"
+            " run; mean [95% t-interval, cut to the measure's range] over seeds. Pointing game: "
+            "the map's maximum falls inside the target box (chance: the box's share of the map). "
+            "AUROC: the map as a detector of target pixels (chance 0.5). Randomised weights: rank"
+            " correlation of the map with the same model's map at re-initialised weights (Adebayo"
+            " et al. 2018: near 1 means the map does not depend on what was learned). Erase test:"
+            " accuracy lost when the region the map ranks highest (the box's area) is replaced by"
+            " background; its baseline erases a random region of the same area.",
             "",
             md_table(["variant", "map", "measure", "value", "95% CI", "baseline", "n"], rows),
         ]

@@ -41,6 +41,15 @@ def _failure_text(failure) -> str:
     return "" if failure is None or pd.isna(failure) else str(failure)[:160]
 
 
+def _policies(runs: pd.DataFrame) -> str:
+    """ "float32, no XLA (16 runs)": each compute setup the runs used, with its count."""
+    if "precision" not in runs or runs["precision"].isna().all():
+        return DASH
+    xla = runs["xla"].map({True: "XLA", False: "no XLA"}).fillna("XLA unknown")
+    counts = (runs["precision"].fillna("unknown") + ", " + xla).value_counts()
+    return "; ".join(f"{policy} ({n} runs)" for policy, n in counts.items())
+
+
 def setup_section(s: Study, runs: pd.DataFrame | None = None) -> str:
     """`runs`: every run of the grid (default: the study's own)."""
     meta = s.meta
@@ -62,6 +71,7 @@ def setup_section(s: Study, runs: pd.DataFrame | None = None) -> str:
         + ", ".join(f"{int(n)} {status}" for status, n in counts.items())
         + f"); diverged or failed: {len(failed)}",
         *([f"- Seeds: {meta['seed_rule']}"] if meta.get("seed_rule") else []),
+        f"- Precision policy: {_policies(runs)}",
         f"- Total wall time: {duration(wall)}",
         "",
         "Command:",
@@ -128,7 +138,9 @@ def paired_section(s: Study) -> str:
         "## Paired differences against the baseline",
         "",
         f"Variant − {s.baseline}, paired by seed over the seeds where both completed; 95% "
-        't-interval. A verdict other than "within noise" needs an interval that excludes 0.',
+        't-interval. A verdict other than "within noise" needs an interval that excludes 0. '
+        "These are validation-side descriptions, each interval on its own (not corrected for "
+        "multiple comparisons); the corrected tests are the test table and the interactions.",
     ]
     for metric in ("best_val_accuracy", "final_val_accuracy", "fluctuation"):
         table = s.diffs.get(metric)
@@ -183,5 +195,8 @@ def focus_section(s: Study) -> str:
         + [signed(r["mean_diff"]), ci(r["low"], r["high"]), int(r["n"]), r["verdict"]]
         for _, r in s.focus.iterrows()
     ]
-    lines.append("Final-epoch focus of completed runs, paired with its chance level per seed.")
+    lines.append(
+        "Final-epoch focus of completed runs, paired with its chance level per seed "
+        "(descriptive: each interval on its own, not corrected for multiple comparisons)."
+    )
     return "\n".join(lines + ["", md_table(header + ["verdict"], rows)])
