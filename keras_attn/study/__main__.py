@@ -236,7 +236,7 @@ def main():
     if args.kind == "image":
         images = image_study.StudyImages(axes)
         data_line, class_names = images.describe(base)
-        run_one = image_study.image_runner(
+        run_one = image_study.ImageRunner(
             base, images, study.focus_images, study.focus_every, study.final_focus_images
         )
         extra = {}
@@ -291,6 +291,11 @@ def main():
         if role == "worker":
             return  # the chief writes the report
     curves, runs = collect(out, variants, seeds, axes)
+    if args.kind == "image":
+        # Measured once per reported run: in a lr sweep, only the chosen rate's runs.
+        chosen = selection.select(runs, axes, meta["tuned"])
+        if run_one.final_focus(out, grid_cells(variants, seeds, axes), chosen):
+            curves, runs = collect(out, variants, seeds, axes)
     write_tables(out, curves, runs)
     report = write_report(curves, runs, meta, out, other=other_study(out, args.kind))
     counts = runs["status"].value_counts()

@@ -55,13 +55,13 @@ class GridTuner(kt.Tuner):
         variant = trial.hyperparameters.get("variant")
         seed = int(trial.hyperparameters.get("seed"))
         cell = Cell(variant, seed, tuple((k, trial.hyperparameters.get(k)) for k in self.axes))
-        print(f"[study] {self.tuner_id}: {cell.name}", flush=True)
+        print(f"[study] {self.tuner_id}: {cell.label}", flush=True)
         try:
             run_dir = run_dir_for(self.out, *cell)
             summary = self.run_one(variant, seed, run_dir, **dict(cell.settings))
         except TrainingDiverged as err:
             # The run directory says "diverged"; the grid counts it and goes on.
-            print(f"[study] {cell.name} failed: {err}", flush=True)
+            print(f"[study] {cell.label} failed: {err}", flush=True)
             summary = {}
         free_memory()
         self.cells_run.append(cell)
@@ -93,5 +93,5 @@ def run_distributed_grid(
         serve_oracle(tuner, ip, port)
     else:
         tuner.search()
-        cells = ", ".join(cell.name for cell in tuner.cells_run) or "none"
+        cells = "; ".join(cell.label for cell in tuner.cells_run) or "none"
         print(f"[study] {tuner.tuner_id}: done; ran {cells}", flush=True)

@@ -61,6 +61,13 @@ class Cell(NamedTuple):
             [str(self.variant), *(f"{k}{v}" for k, v in self.settings), f"seed{self.seed}"]
         )
 
+    @property
+    def label(self) -> str:
+        """What the logs say: `"cbam, train_per_class 100, seed 0"`."""
+        return ", ".join(
+            [str(self.variant), *(f"{k} {v}" for k, v in self.settings), f"seed {self.seed}"]
+        )
+
 
 def variant_settings(spec: type, varied: str, variant: str) -> dict:
     """A variant's settings: `"tcn"` -> `{varied: "tcn"}`, and `"tcn:temporal_pool=avg"`
@@ -110,18 +117,13 @@ def run_grid(
     cells = grid_cells(variants, seeds, axes)
     for number, cell in enumerate(cells, 1):
         run_dir = run_dir_for(out, *cell)
-        where = "".join(f", {k} {v}" for k, v in cell.settings)
-        print(
-            f"[study] run {number}/{len(cells)}: {cell.variant}{where}, seed {cell.seed} "
-            f"-> {run_dir}",
-            flush=True,
-        )
+        print(f"[study] run {number}/{len(cells)}: {cell.label} -> {run_dir}", flush=True)
         try:
             run_one(cell.variant, cell.seed, run_dir, **dict(cell.settings))
             counts["completed"] += 1
         except TrainingDiverged as err:
             # summary.json already says "diverged"; the study counts it and goes on.
-            print(f"[study] {cell.name} failed: {err}", flush=True)
+            print(f"[study] {cell.label} failed: {err}", flush=True)
             counts["failed"] += 1
         free_memory()
     return counts

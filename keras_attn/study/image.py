@@ -12,6 +12,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 
 from keras_attn.data.image_pipeline import as_model_images
 from keras_attn.data.images import ImageData, keep_per_class
@@ -19,7 +20,13 @@ from keras_attn.experiments import image as image_experiment
 from keras_attn.experiments.image import ImageExperiment
 from keras_attn.study.focus import ImageFocus
 from keras_attn.study.focus_final import final_focus, write_final_focus
-from keras_attn.study.grid import FINAL_FOCUS_FILE, variant_settings
+from keras_attn.study.grid import (
+    FINAL_FOCUS_FILE,
+    Cell,
+    free_memory,
+    run_dir_for,
+    variant_settings,
+)
 
 # Split off for the data without a val split; fixed so every seed validates on the same images.
 SPLIT_SEED = 0
@@ -91,40 +98,67 @@ class StudyImages:
         return line, pool.class_names
 
 
-def image_runner(
-    base: ImageExperiment,
-    images: StudyImages,
-    focus_images: int,
-    focus_every: int,
-    final_focus_images: int = 0,
-):
-    """`run_one(variant, seed, run_dir, **settings)` for the grid: one image run of `base`
-    with that attention, seed and axis values; then, once, the final focus measures of
-    its best-val model (`final_focus.json`)."""
+class ImageRunner:
+    """The grid's `run_one(variant, seed, run_dir, **settings)` for images: one image run
+    of `base` with that attention, seed and axis values; and, once the grid is done,
+    `final_focus(...)`: the end-of-training focus measures of each reported run's
+    best-val model (`final_focus.json`), so a learning-rate sweep measures only the runs
+    at their variant's chosen rate."""
 
-    def run_one(variant: str, seed: int, run_dir: Path, **settings) -> dict:
+    def __init__(
+        self,
+        base: ImageExperiment,
+        images: StudyImages,
+        focus_images: int,
+        focus_every: int,
+        final_focus_images: int = 0,
+    ):
+        self.base, self.images = base, images
+        self.focus_images, self.focus_every = focus_images, focus_every
+        self.final_focus_images = final_focus_images
+
+    def spec(self, variant: str, seed: int, **settings) -> ImageExperiment:
         fixed = variant_settings(ImageExperiment, "attention", variant)
-        spec = base.replace(**fixed, seed=seed, **settings)
-        data = images.for_run(spec)
-        focus = focus_set(data, focus_images)
+        return self.base.replace(**fixed, seed=seed, **settings)
+
+    def __call__(self, variant: str, seed: int, run_dir: Path, **settings) -> dict:
+        spec = self.spec(variant, seed, **settings)
+        data = self.images.for_run(spec)
+        focus = focus_set(data, self.focus_images)
         measures = []
         if focus is not None:
             measures.append(
                 ImageFocus(
                     **focus,
                     log_dir=run_dir / "logs",
-                    image_every=focus_every,
+                    image_every=self.focus_every,
                     png_path=run_dir / "focus.png",
                 )
             )
-        summary = image_experiment.train(
+        return image_experiment.train(
             spec, data, run_dir, measure_callbacks=measures, progress_bar=False
         )
-        final = focus_set(data, final_focus_images)
-        path = Path(run_dir) / FINAL_FOCUS_FILE
-        if final is not None and summary.get("status") == "completed" and not path.exists():
-            model = keras.saving.load_model(Path(run_dir) / "best.keras")
-            write_final_focus(path, final_focus(model, **final, seed=seed))
-        return summary
 
-    return run_one
+    def final_focus(self, out: Path, cells: list[Cell], runs: pd.DataFrame) -> int:
+        """Writes `final_focus.json` for each cell whose run in `runs` (the grid's table,
+        with a `selected` column) is selected and completed and has none yet; returns
+        how many it wrote."""
+        reported = runs["selected"] & (runs["status"] == "completed")
+        reported = set(runs.loc[reported, "run_dir"])
+        written = 0
+        for cell in cells:
+            run_dir = run_dir_for(out, *cell)
+            path = run_dir / FINAL_FOCUS_FILE
+            if self.final_focus_images <= 0 or str(run_dir) not in reported or path.exists():
+                continue
+            spec = self.spec(cell.variant, cell.seed, **dict(cell.settings))
+            # Validation is the same for every seed: the pool's, not the run's draw.
+            final = focus_set(self.images.pool(spec), self.final_focus_images)
+            if final is None:
+                return written
+            print(f"[study] final focus checks: {cell.label}", flush=True)
+            model = keras.saving.load_model(run_dir / "best.keras")
+            write_final_focus(path, final_focus(model, **final, seed=spec.seed))
+            written += 1
+            free_memory()
+        return written
