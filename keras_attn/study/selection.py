@@ -49,20 +49,26 @@ def conditions(axes: dict, tuned: list) -> list[str]:
     return [a for a in axes if a not in tuned]
 
 
-def _groups(runs: pd.DataFrame, keys: list[str]):
-    return runs.groupby(keys, sort=False, dropna=False) if keys else [((), runs)]
+def groups(table: pd.DataFrame, keys: list[str]) -> list[tuple[dict, pd.DataFrame]]:
+    """`(values, rows)` per distinct value of `keys` in `table`, in the table's order;
+    `values` maps each key to its value (`[({}, table)]` when there are no keys)."""
+    if not keys:
+        return [({}, table)]
+    return [
+        (dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)), rows)
+        for key, rows in table.groupby(keys, sort=False, dropna=False)
+    ]
 
 
 def lr_curve(runs: pd.DataFrame, condition_axes: list[str]) -> pd.DataFrame:
     """One row per condition, variant and rate: mean best val accuracy with its 95% CI
     over completed seeds (`mean, low, high, n`) and `n_runs`, `n_failed`."""
     rows = []
-    for key, group in _groups(runs, [*condition_axes, "variant", TUNED]):
+    for key, group in groups(runs, [*condition_axes, "variant", TUNED]):
         done = group.loc[group["status"] == COMPLETED, "best_val_accuracy"].astype(float)
         mean, _, low, high, n = mean_ci(done)
-        key = key if isinstance(key, tuple) else (key,)
         rows.append(
-            dict(zip([*condition_axes, "variant", TUNED], key, strict=True))
+            key
             | dict(mean=mean, low=low, high=high, n=n, n_runs=len(group))
             | dict(n_failed=int(group["status"].isin(FAILED).sum()))
         )
@@ -75,10 +81,8 @@ def chosen_rates(curve: pd.DataFrame, condition_axes: list[str]) -> pd.DataFrame
     rates whose mean is within one point of the best (0: only the chosen one); `edge`
     says the chosen rate is the smallest or largest tried (the best may lie outside)."""
     rows = []
-    for key, group in _groups(curve, [*condition_axes, "variant"]):
+    for row, group in groups(curve, [*condition_axes, "variant"]):
         scored = group.dropna(subset=["mean"]).sort_values(TUNED)
-        key = key if isinstance(key, tuple) else (key,)
-        row = dict(zip([*condition_axes, "variant"], key, strict=True))
         if scored.empty:
             rows.append(row | dict(lr=math.nan, best_mean=math.nan, sensitivity=math.nan))
             rows[-1]["edge"] = False
@@ -111,12 +115,10 @@ def select(runs: pd.DataFrame, axes: dict, tuned: list) -> pd.DataFrame:
 def divergence_rate(runs: pd.DataFrame, condition_axes: list[str]) -> pd.DataFrame:
     """Per condition and variant, over every rate tried: `n_failed` of `n_runs`, `rate`."""
     rows = []
-    for key, group in _groups(runs, [*condition_axes, "variant"]):
-        key = key if isinstance(key, tuple) else (key,)
+    for key, group in groups(runs, [*condition_axes, "variant"]):
         failed = int(group["status"].isin(FAILED).sum())
         rows.append(
-            dict(zip([*condition_axes, "variant"], key, strict=True))
-            | dict(n_failed=failed, n_runs=len(group), rate=failed / max(len(group), 1))
+            key | dict(n_failed=failed, n_runs=len(group), rate=failed / max(len(group), 1))
         )
     return pd.DataFrame(rows)
 
@@ -138,15 +140,11 @@ def expected_validation(
     """Per condition and variant, the expected best val accuracy of k random runs of the
     sweep (a rate and a seed each), k = 1..n; a failed run counts at chance."""
     rows = []
-    for key, group in _groups(runs, [*condition_axes, "variant"]):
-        key = key if isinstance(key, tuple) else (key,)
+    for key, group in groups(runs, [*condition_axes, "variant"]):
         scores = (
             group["best_val_accuracy"].astype(float).where(group["status"] == COMPLETED, chance)
         )
         scores = scores.fillna(chance)
         for k in range(1, len(scores) + 1):
-            rows.append(
-                dict(zip([*condition_axes, "variant"], key, strict=True))
-                | dict(k=k, expected=expected_max(scores, k))
-            )
+            rows.append(key | dict(k=k, expected=expected_max(scores, k)))
     return pd.DataFrame(rows)

@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from keras_attn.files import atomic_path
-from keras_attn.study import stats
+from keras_attn.study import selection, stats
 from keras_attn.study.report.formatting import FOCUS_NAMES
 
 log = logging.getLogger(__name__)
@@ -259,11 +259,7 @@ def _by_condition(table: pd.DataFrame, axes: list[str]):
 
     if not axes:
         return [("all runs", table)]
-    groups = []
-    for key, rows in table.groupby(axes, sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        groups.append((condition_label(dict(zip(axes, key, strict=True))), rows))
-    return groups
+    return [(condition_label(key), rows) for key, rows in selection.groups(table, axes)]
 
 
 def plot_lr_curves(grid, path: Path) -> Path | None:

@@ -42,12 +42,9 @@ class Grid:
         self.runs = selection.select(runs, self.axes, self.tuned)
         self.conditions: list[tuple[dict, Study]] = []
         chosen = self.runs[self.runs["selected"]]
-        groups = chosen.groupby(self.condition_axes, sort=False) if self.condition_axes else None
-        for key, group in groups if groups is not None else [((), chosen)]:
+        for condition, group in selection.groups(chosen, self.condition_axes):
             if group.empty:
                 continue
-            key = key if isinstance(key, tuple) else (key,)
-            condition = dict(zip(self.condition_axes, key, strict=True))
             self.conditions.append((condition, self._study(curves, group, condition)))
         if not self.conditions:  # nothing chosen (every run failed): report them all
             self.conditions.append(({}, self._study(curves, self.runs, {})))
@@ -95,9 +92,7 @@ class Grid:
             if len(values) < 2 or not all(isinstance(v, int | float) for v in values):
                 continue
             others = [a for a in self.condition_axes if a != axis]
-            groups = chosen.groupby(others, sort=False) if others else [((), chosen)]
-            for key, group in groups:
-                key = key if isinstance(key, tuple) else (key,)
+            for key, group in selection.groups(chosen, others):
                 table = group.pivot_table(
                     index=["seed", axis], columns="variant", values="test_accuracy"
                 )
@@ -111,7 +106,7 @@ class Grid:
                     trend = comparisons.interaction(x, pairs.to_numpy())
                     rows.append(
                         dict(axis=axis, x=_x_name(axis), variant=variant)
-                        | dict(others=condition_label(dict(zip(others, key, strict=True))))
+                        | dict(others=condition_label(key))
                         | trend.__dict__
                     )
         return pd.DataFrame(rows)

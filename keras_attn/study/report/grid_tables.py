@@ -63,11 +63,10 @@ def tuning_section(g: Grid) -> str:
         ks = sorted(ev["k"].unique())
         shown = [k for k in ks if k in (1, 2, 4, 8, 16, 32) or k == ks[-1]]
         rows = []
-        for key, group in ev.groupby([*axes, "variant"], sort=False):
-            key = key if isinstance(key, tuple) else (key,)
-            label = condition_label(dict(zip(axes, key[:-1], strict=True)))
+        for key, group in selection.groups(ev, [*axes, "variant"]):
+            variant = key.pop("variant")
             by_k = group.set_index("k")["expected"]
-            rows.append([label, key[-1], *(num(by_k.get(k), 4) for k in shown)])
+            rows.append([condition_label(key), variant, *(num(by_k.get(k), 4) for k in shown)])
         lines += [
             "### Expected validation performance",
             "",
