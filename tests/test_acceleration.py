@@ -1,5 +1,7 @@
 """--mixed-precision and --jit-compile: checked for correctness on CPU."""
 
+import json
+
 import keras
 import numpy as np
 import pandas as pd
@@ -21,6 +23,43 @@ def test_auto_is_off_without_a_gpu_and_bad_settings_are_refused():
         acceleration.resolve("fast")
     with pytest.raises(ValueError, match="unknown jit compile 'yes'; valid: auto, on, off"):
         TrainingSpec(jit_compile="yes").validate()
+    with pytest.raises(ValueError, match="unknown mixed precision 'fp8'; valid: auto, on, bf16"):
+        TrainingSpec(mixed_precision="fp8").validate()
+
+
+def test_the_cpu_flags_that_mean_bfloat16_units_are_read_from_cpuinfo(tmp_path):
+    amx = tmp_path / "amx"
+    amx.write_text(
+        "processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile amx_bf16\n\n"
+        "processor\t: 1\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile amx_bf16\n"
+    )
+    zen = tmp_path / "zen"
+    zen.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
+    old = tmp_path / "old"
+    old.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert acceleration.cpu_bfloat16_units(str(amx)) == ("amx_bf16", "avx512_bf16")
+    assert acceleration.cpu_bfloat16_units(str(zen)) == ("avx512_bf16",)
+    assert acceleration.cpu_bfloat16_units(str(old)) == ()
+    assert acceleration.cpu_bfloat16_units(str(tmp_path / "absent")) == ()
+
+
+def test_a_spec_holds_what_auto_resolved_to_so_the_run_records_its_precision():
+    here, why = acceleration.resolve_precision("auto")
+    units = acceleration.cpu_bfloat16_units()
+    assert here == ("bf16" if units and acceleration.AUTO_BF16_ON_CPU else "off")  # no GPU
+    assert all(unit in why for unit in units)  # the line says what the CPU has
+    spec = TrainingSpec()
+    assert spec.mixed_precision == here and spec.config()["mixed_precision"] == here
+    assert spec.replace(lr=1e-3).mixed_precision == here
+    # An explicit choice is kept, and it is part of what names the run.
+    for choice in ("on", "bf16", "off"):
+        assert TrainingSpec(mixed_precision=choice).mixed_precision == choice
+    assert TrainingSpec(mixed_precision="off").run_name() != TrainingSpec(
+        mixed_precision="bf16"
+    ).run_name()
+    line = acceleration.precision_line(here)
+    assert line.startswith(f"Precision: {acceleration.POLICIES[here]} ") and "auto here" in line
+    assert acceleration.precision_line("on").endswith("as asked)") or here == "on"
 
 
 @pytest.mark.parametrize("attention", attention_names())
@@ -75,3 +114,13 @@ def test_mixed_precision_and_xla_runs_train_like_the_default_one(tmp_path):
     model = keras.saving.load_model(best)
     assert model.output.dtype == "float32"
     assert keras.config.dtype_policy().name == "float32"
+    # bfloat16 keeps 8 bits of mantissa: close to float32, further than float16.
+    bf16, best = _run(tmp_path, "bf16", mixed_precision="bf16", jit_compile="off")
+    np.testing.assert_allclose(bf16["loss"], default["loss"], rtol=0.06)
+    np.testing.assert_allclose(bf16["grad_norm_mean"], default["grad_norm_mean"], rtol=0.2)
+    summary = json.loads((tmp_path / "bf16" / "summary.json").read_text())
+    assert summary["precision"] == "mixed_bfloat16"
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["mixed_precision"] == "bf16"
+    model = keras.saving.load_model(best)
+    assert model.get_layer("stage1_conv1").compute_dtype == "bfloat16"
+    assert model.output.dtype == "float32"

@@ -1,37 +1,93 @@
 """Mixed precision and XLA: on where the hardware gains from them, off where they cost.
 
-`auto` turns both on when TensorFlow sees a GPU and off otherwise: on CPU, float16
-math is emulated, and XLA made the original study's model slower on 2 cores (0.68x-0.78x,
+`--mixed-precision auto` resolves, once per spec, to the policy this machine gains from:
+`on` (float16 compute) with a GPU, `off` (float32) otherwise; on CPU float16 math is
+emulated. `bf16` (bfloat16 compute) is for CPUs whose flags show bfloat16 units
+(`amx_bf16`, `avx512_bf16`: TensorFlow's oneDNN runs bfloat16 matrix products and
+convolutions on them); auto says when a CPU has them, and picks bf16 there once its
+accuracy parity is shown (`AUTO_BF16_ON_CPU`). The resolved value is what a run's `config.json` and name record, so a run
+resumed on another machine keeps its precision. `--jit-compile auto` turns XLA on with a
+GPU only: it made the original study's model slower on 2 cores (0.68x-0.78x,
 `benchmarks/seed_model.py`, benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+from pathlib import Path
 
 import keras
 import tensorflow as tf
 
 SETTINGS = ("auto", "on", "off")
+PRECISIONS = ("auto", "on", "bf16", "off")
+# Each concrete --mixed-precision value and the Keras dtype policy it builds layers with.
+POLICIES = {"on": "mixed_float16", "bf16": "mixed_bfloat16", "off": "float32"}
+BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
+# auto picks bf16 on such CPUs only once float32-vs-bf16 runs of the default image and
+# video experiments (3 seeds each) show the same accuracy and a gain in speed (issue 16).
+AUTO_BF16_ON_CPU = False
 
 
+@functools.cache
 def _has_gpu() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+@functools.cache
+def cpu_bfloat16_units(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
+    """The bfloat16 flags of this machine's CPU (empty where /proc/cpuinfo is absent)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return ()
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return tuple(f for f in BFLOAT16_FLAGS if f in flags)
+
+
 def resolve(setting: str) -> bool:
-    """`auto` | `on` | `off` -> whether to use it on this machine."""
+    """`--jit-compile` `auto` | `on` | `off` -> whether to use it on this machine."""
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting '{setting}'; valid: {', '.join(SETTINGS)}")
     return _has_gpu() if setting == "auto" else setting == "on"
 
 
+def resolve_precision(setting: str) -> tuple[str, str]:
+    """`--mixed-precision` -> (`on` | `bf16` | `off`, why, in a few words)."""
+    if setting not in PRECISIONS:
+        raise ValueError(f"unknown precision '{setting}'; valid: {', '.join(PRECISIONS)}")
+    if setting != "auto":
+        return setting, "as asked"
+    if _has_gpu():
+        return "on", "a GPU: float16 compute"
+    units = cpu_bfloat16_units()
+    if units and AUTO_BF16_ON_CPU:
+        return "bf16", f"a CPU with {' and '.join(units)}: bfloat16 compute"
+    if units:
+        return "off", f"no GPU; the CPU's {' and '.join(units)} would run --mixed-precision bf16"
+    return "off", "no GPU and no bfloat16 units on the CPU: float32"
+
+
+def precision_line(setting: str) -> str:
+    """The one line a run prints about its precision, saying when it is auto's choice."""
+    precision, why = resolve_precision(setting)
+    auto, auto_why = resolve_precision("auto")
+    where = f"auto here: {auto_why}" if precision == auto else "as asked"
+    return f"Precision: {POLICIES[precision]} ({where})"
+
+
 @contextlib.contextmanager
-def precision_policy(mixed: bool):
-    """Builds the layers made inside with float16 compute and float32 variables, if `mixed`."""
+def precision_policy(precision: str | bool):
+    """Builds the layers made inside with the policy of `precision` (`on`, `bf16`, `off`;
+    True means `on`): float16 or bfloat16 compute with float32 variables, or float32."""
+    if isinstance(precision, bool):
+        precision = "on" if precision else "off"
     previous = keras.config.dtype_policy()
-    if mixed:
-        keras.config.set_dtype_policy("mixed_float16")
+    keras.config.set_dtype_policy(POLICIES[precision])
     try:
         yield
     finally:
@@ -40,7 +96,8 @@ def precision_policy(mixed: bool):
 
 def float32_logits(model: keras.Model) -> keras.Model:
     """The same model with its output cast to float32, so the loss and softmax are computed
-    in float32 under mixed precision (a float16 softmax over logits can overflow)."""
+    in float32 under mixed precision (a float16 softmax over logits can overflow, and
+    bfloat16 keeps only 8 bits of mantissa)."""
     if model.output.dtype == "float32":
         return model
     logits = keras.layers.Activation("linear", dtype="float32", name="logits_float32")(model.output)

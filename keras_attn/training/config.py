@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from keras_attn.spec import Spec, at_least, fraction, non_negative, positive, setting
+from keras_attn.training import acceleration
 from keras_attn.training.distribute import STRATEGIES
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -69,7 +70,10 @@ class TrainingSpec(Spec):
         check=at_least(1),
     )
     mixed_precision: str = setting(
-        "auto", "float16 compute, float32 weights; auto: on with a GPU", choices=AUTO_ON_OFF
+        "auto",
+        "on: float16 compute, bf16: bfloat16 compute (float32 weights both), off: float32; "
+        "auto: on with a GPU, else off (a run records what auto resolved to)",
+        choices=acceleration.PRECISIONS,
     )
     jit_compile: str = setting("auto", "XLA; auto: on with a GPU", choices=AUTO_ON_OFF)
     run_dir: str | None = setting(
@@ -84,3 +88,10 @@ class TrainingSpec(Spec):
         group="run",
         in_config=False,
     )
+
+    def __post_init__(self):
+        # `auto` becomes this machine's choice once, here, so config.json, the run name
+        # and every cache key say which precision a run computed in.
+        if self.mixed_precision == "auto":
+            resolved, _ = acceleration.resolve_precision("auto")
+            object.__setattr__(self, "mixed_precision", resolved)

@@ -97,11 +97,12 @@ def compile_for_training(
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
-    mixed = acceleration.resolve(cfg.mixed_precision)
+    precision, _ = acceleration.resolve_precision(cfg.mixed_precision)
     # Variables created in the strategy's scope are mirrored; fit then splits each batch.
-    with distribution_strategy(cfg.strategy).scope(), acceleration.precision_policy(mixed):
+    with distribution_strategy(cfg.strategy).scope(), acceleration.precision_policy(precision):
         model = with_stability_metrics(acceleration.float32_logits(build_model()))
-        # Under mixed precision Keras wraps the optimizer in a LossScaleOptimizer.
+        # Under float16 Keras wraps the optimizer in a LossScaleOptimizer (not bfloat16:
+        # it has float32's exponent range).
         model.compile(
             optimizer=make_optimizer(cfg, steps_per_epoch, model),
             loss=make_loss(cfg),
@@ -180,6 +181,7 @@ def run_training(
         model.optimizer.iterations.assign(initial_epoch * steps_per_epoch)
     num_classes = int(model.output.shape[-1])
 
+    print(acceleration.precision_line(cfg.mixed_precision))
     if start_epoch:
         print(f"Resuming {run_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
     to_one_hot = _one_hot(num_classes)
@@ -194,7 +196,7 @@ def run_training(
         best_epoch=summary.get("best_epoch", 0) if start_epoch else 0,
     )
     summary = {**summary, **(summary_extra or {}), "epochs": cfg.epochs}
-    # What the run computed in, as resolved here (auto: on with a GPU), for the report.
+    # What the run computed in (the dtype policy), for the report.
     summary.update(precision=model.dtype_policy.name, xla=bool(model.jit_compile))
 
     def write_summary(status: str, epochs_completed: int, **more) -> None:
