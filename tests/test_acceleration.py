@@ -57,6 +57,8 @@ def test_a_spec_holds_what_auto_resolved_to_so_the_run_records_its_precision():
     assert TrainingSpec(mixed_precision="off").run_name() != TrainingSpec(
         mixed_precision="bf16"
     ).run_name()
+    # A config.json from before auto was resolved reads back as what it computed in then.
+    assert TrainingSpec.upgrade({"mixed_precision": "auto"}) == {"mixed_precision": "off"}
     line = acceleration.precision_line(here)
     assert line.startswith(f"Precision: {acceleration.POLICIES[here]} ") and "auto here" in line
     assert acceleration.precision_line("on").endswith("as asked)") or here == "on"

@@ -95,3 +95,13 @@ class TrainingSpec(Spec):
         if self.mixed_precision == "auto":
             resolved, _ = acceleration.resolve_precision("auto")
             object.__setattr__(self, "mixed_precision", resolved)
+
+    @classmethod
+    def upgrade(cls, values: dict) -> dict:
+        values = super().upgrade(values)
+        if values.get("mixed_precision") == "auto":
+            # Written before auto was resolved per spec, when it meant float16 with a GPU
+            # and float32 without: a run from then resumes as what it computed in.
+            has_gpu = acceleration.resolve("auto")
+            values = {**values, "mixed_precision": "on" if has_gpu else "off"}
+        return values
