@@ -274,7 +274,8 @@ def run_training(
     if best.best_epoch:
         print(f"Best val_acc = {best.best:.4f}")
     if test_data is not None and best.best_epoch:
-        summary.update(evaluate_best(run_dir, cfg, test_data, last_model=model))
+        last_is_best = best.best_epoch == epochs_done
+        summary.update(evaluate_best(run_dir, cfg, test_data, model, last_is_best))
         atomic_write_json(summary_path, summary)
         print(
             f"Test (best-val model, epoch {best.best_epoch}): "
@@ -294,7 +295,11 @@ def _logged(run_dir: Path, column: str, epochs: int) -> list[float]:
 
 
 def evaluate_best(
-    run_dir: Path, cfg: TrainingSpec, test_data: tf.data.Dataset, last_model=None
+    run_dir: Path,
+    cfg: TrainingSpec,
+    test_data: tf.data.Dataset,
+    last_model=None,
+    last_is_best: bool = False,
 ) -> dict:
     """`best.keras` (and `last_model`, the last epoch's) on the test split, once.
 
@@ -302,8 +307,13 @@ def evaluate_best(
     Writes `test_predictions.npz` (every test example's `label`, the best-val model's
     `predicted` class and float16 `probabilities` (N, classes), and `predicted_last`
     when `last_model` is given) so every test figure can be recomputed, e.g. bootstrapped.
+    `last_is_best`: the best epoch was the last, so `last_model` holds best.keras's
+    weights and is scored once for both.
     """
-    best = keras.saving.load_model(Path(run_dir) / "best.keras", compile=False)
+    if last_is_best and last_model is not None:
+        best = last_model
+    else:
+        best = keras.saving.load_model(Path(run_dir) / "best.keras", compile=False)
     labels, logits = _test_logits(best, test_data)
     scores = _scores(cfg, labels, logits)
     arrays = dict(
@@ -313,7 +323,9 @@ def evaluate_best(
     )
     result = dict(test_accuracy=scores["accuracy"], test_loss=scores["loss"])
     if last_model is not None:
-        _, last_logits = _test_logits(last_model, test_data)
+        _, last_logits = (
+            (labels, logits) if best is last_model else _test_logits(last_model, test_data)
+        )
         last = _scores(cfg, labels, last_logits)
         result.update(test_accuracy_last=last["accuracy"], test_loss_last=last["loss"])
         arrays["predicted_last"] = last_logits.argmax(-1).astype(np.int16)
