@@ -308,3 +308,35 @@ def test_temporal_weights_of_a_model_loaded_from_a_keras_file(tmp_path):
     np.testing.assert_array_equal(
         temporal_weights(loaded, features, mask), temporal_weights(head, features, mask)
     )
+
+
+GRAD_CAM_OF_NARROW_MODELS = """
+import numpy as np
+from keras_attn.models.image import build_image_model
+from keras_attn.study.focus import grad_cam
+
+for batch in (1, 3):
+    model = build_image_model(3, 32, backbone="resnet_small", attention="none", widths=(4, 8))
+    images = np.random.default_rng(0).uniform(0, 255, (batch, 32, 32, 3)).astype("float32")
+    maps = grad_cam(model, images, np.zeros(batch, np.int32))
+    assert maps.shape[0] == batch and np.isfinite(maps).all()
+    assert grad_cam(model, images, np.ones(batch, np.int32)).shape == maps.shape
+print("ok")
+"""
+
+
+def test_grad_cam_of_a_narrow_model_at_odd_batch_sizes_does_not_abort_the_process():
+    # Eager, TF 2.21's oneDNN Conv2DBackpropFilter aborted the process here (free():
+    # invalid pointer): a crash would take a whole study with it, so run it apart.
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", GRAD_CAM_OF_NARROW_MODELS],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("ok")

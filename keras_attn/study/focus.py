@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import weakref
 from pathlib import Path
 
 import cv2
@@ -27,7 +28,8 @@ from keras_attn.models.attention import spatial_map_name
 from keras_attn.training.files import atomic_write_bytes
 
 BATCH_SIZE = 64
-COMPILE_ABOVE = 4 * BATCH_SIZE  # images; fewer run eagerly (no tracing cost)
+# Attention maps of more images than this go through predict (compiled); fewer run eagerly.
+COMPILE_ABOVE = 4 * BATCH_SIZE
 # The overlay strip shows this many of the images; the measurements use all of them.
 STRIP_IMAGES = 8
 BOX_COLOUR = (255, 255, 255)
@@ -81,18 +83,18 @@ def _batches(n: int):
         yield slice(start, min(start + BATCH_SIZE, n))
 
 
-def grad_cam(
-    model: keras.Model, images: np.ndarray, labels: np.ndarray, layer_name: str = "pool"
-) -> np.ndarray:
-    """Grad-CAM of the true class on the input of `layer_name`: (N,S,S,3), (N,) -> (N,h,w).
+# Per model and layer, the compiled Grad-CAM: traced once per run, not once per epoch.
+_GRAD_CAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    relu(sum_c alpha_c A_c) with alpha_c the spatial mean of d logit / d A_c
-    (Selvaraju et al., "Grad-CAM", ICCV 2017); `layer_name` should take the last
-    feature map A (B,h,w,C). A and the logits come from the model's own graph
-    (`attention_model`), so they are exactly what the classifier computes.
-    """
+
+def _compiled_grad_cam(model: keras.Model, layer_name: str):
+    """`cam_of(x, y)`, compiled: eager Conv2DBackpropFilter in TF 2.21's oneDNN can abort the
+    process (free(): invalid pointer) for narrow convolutions at some batch sizes (first
+    stage 4 or 8 channels wide, batches of 1 or 3); the compiled graph does not."""
+    cams = _GRAD_CAMS.setdefault(model, {})
+    if layer_name in cams:
+        return cams[layer_name]
     probe = attention_model(model, feature_layer=layer_name)
-    labels = np.asarray(labels, np.int32).reshape(-1)
 
     def cam_of(x, y):
         with tf.GradientTape() as tape:
@@ -104,10 +106,22 @@ def grad_cam(
         alpha = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
         return tf.nn.relu(tf.reduce_sum(alpha * tf.cast(features, tf.float32), axis=-1))
 
-    # Tracing costs about a second: worth it for the thousands of images of the final
-    # focus checks, not for the per-epoch handful.
-    if len(labels) > COMPILE_ABOVE:
-        cam_of = tf.function(cam_of, reduce_retracing=True)
+    cams[layer_name] = tf.function(cam_of, reduce_retracing=True)
+    return cams[layer_name]
+
+
+def grad_cam(
+    model: keras.Model, images: np.ndarray, labels: np.ndarray, layer_name: str = "pool"
+) -> np.ndarray:
+    """Grad-CAM of the true class on the input of `layer_name`: (N,S,S,3), (N,) -> (N,h,w).
+
+    relu(sum_c alpha_c A_c) with alpha_c the spatial mean of d logit / d A_c
+    (Selvaraju et al., "Grad-CAM", ICCV 2017); `layer_name` should take the last
+    feature map A (B,h,w,C). A and the logits come from the model's own graph
+    (`attention_model`), so they are exactly what the classifier computes.
+    """
+    labels = np.asarray(labels, np.int32).reshape(-1)
+    cam_of = _compiled_grad_cam(model, layer_name)
     maps = [
         cam_of(tf.convert_to_tensor(np.asarray(images[b], np.float32)), labels[b]).numpy()
         for b in _batches(len(labels))

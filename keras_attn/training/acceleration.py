@@ -5,10 +5,10 @@
 emulated. `bf16` (bfloat16 compute) is for CPUs whose flags show bfloat16 units
 (`amx_bf16`, `avx512_bf16`: TensorFlow's oneDNN runs bfloat16 matrix products and
 convolutions on them); auto says when a CPU has them, and picks bf16 there once its
-accuracy parity is shown (`AUTO_BF16_ON_CPU`). The resolved value is what a run's `config.json` and name record, so a run
-resumed on another machine keeps its precision. `--jit-compile auto` turns XLA on with a
-GPU only: it made the original study's model slower on 2 cores (0.68x-0.78x,
-`benchmarks/seed_model.py`, benchmarks/RESULTS.md).
+accuracy parity is shown (`AUTO_BF16_ON_CPU`). The resolved value is what a run's
+`config.json` and name record, so a run resumed on another machine keeps its precision.
+`--jit-compile auto` turns XLA on with a GPU only: it made the original study's model
+slower on 2 cores (0.68x-0.78x, `benchmarks/seed_model.py`, benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
