@@ -39,9 +39,11 @@ def tuning_section(g: Grid) -> str:
     for label, r in _condition_rows(t["curve"], axes):
         rows.append(
             [label, r["variant"], f"{r[selection.TUNED]:g}", num(r["mean"], 4)]
-            + [ci(r["low"], r["high"], 3), f"{int(r['n'])}/{int(r['n_runs'])}", int(r["n_failed"])]
+            + [ci(max(r["low"], 0.0), min(r["high"], 1.0), 3)]
+            + [f"{int(r['n'])}/{int(r['n_runs'])}", int(r["n_failed"])]
         )
-    header = ["condition", "variant", "lr", "best val acc", "95% CI", "completed", "diverged"]
+    header = ["condition", "variant", "lr", "best val acc", "95% CI (cut to [0, 1])"]
+    header += ["completed", "diverged"]
     lines += ["### Accuracy vs learning rate", "", md_table(header, rows), ""]
     divergence = t["divergence"].set_index([*axes, "variant"]) if len(t["divergence"]) else None
     rows = []

@@ -72,7 +72,8 @@ def setup_section(s: Study, runs: pd.DataFrame | None = None) -> str:
         + f"); diverged or failed: {len(failed)}",
         *([f"- Seeds: {meta['seed_rule']}"] if meta.get("seed_rule") else []),
         f"- Precision policy: {_policies(runs)}",
-        f"- Total wall time: {duration(wall)}",
+        f"- Training time, summed over runs: {duration(wall)} (loading data, scoring test "
+        "and the final focus checks come on top)",
         "",
         "Command:",
         "",
