@@ -38,8 +38,8 @@ from keras_attn.experiments import video as video_experiment
 from keras_attn.experiments.image import ImageExperiment
 from keras_attn.experiments.video import VideoExperiment
 from keras_attn.spec import Spec, at_least, non_negative, positive, setting
+from keras_attn.study import claims, seed_rule, selection
 from keras_attn.study import image as image_study
-from keras_attn.study import seed_rule, selection
 from keras_attn.study import video as video_study
 from keras_attn.study.distributed import run_distributed_grid
 from keras_attn.study.grid import (
@@ -139,7 +139,7 @@ KINDS = {
 NOT_AXES = ("seed",)
 
 parser = Parser(prog="python -m keras_attn.study", description=__doc__.split("\n\n")[0])
-kinds = parser.add_subparsers(dest="kind", required=True, metavar="image|video")
+kinds = parser.add_subparsers(dest="kind", required=True, metavar="image|video|check")
 for name, kind in KINDS.items():
     sub = kinds.add_parser(name, help=f"the {name} study")
     kind.spec.add_flags(
@@ -149,6 +149,12 @@ for name, kind in KINDS.items():
         skip=("run_dir", "overwrite"),
     )
     StudySettings.add_flags(sub, config_flags=False, defaults=dict(seeds=kind.seeds))
+checker = kinds.add_parser(
+    "check", help="recompute every figure of the README's findings from the committed data"
+)
+checker.add_argument(
+    "folder", nargs="?", default="docs/findings", help="holds findings.toml (default: %(default)s)"
+)
 
 
 def variants_of(value: str, baseline: str) -> list[str]:
@@ -210,6 +216,8 @@ def other_study(out: Path, kind: str):
 
 def main():
     args = parser.parse_args()
+    if args.kind == "check":
+        sys.exit(1 if claims.check(args.folder) else 0)
     kind = KINDS[args.kind]
     study = StudySettings.from_args(args, overrides=dict(seeds=kind.seeds))
     variants = variants_of(getattr(args, kind.varied) or kind.defaults[kind.varied], kind.baseline)

@@ -1,0 +1,162 @@
+"""`python -m keras_attn.study check [FOLDER]`: every figure the README's findings quote,
+recomputed from the committed study data.
+
+`FOLDER/findings.toml` lists the claims; each names a study folder under FOLDER (its
+`results.csv`, and for test comparisons `runs/<run>/test_predictions.npz`), a statistic,
+the variant (and baseline) and the text the README prints, e.g.:
+
+    readme = "../../README.md"          # relative to findings.toml
+
+    [[claim]]
+    study = "image"
+    statistic = "paired_difference"     # variant − baseline, paired by seed, t-interval
+    metric = "best_val_accuracy"
+    variant = "cbam"
+    baseline = "none"
+    text = "−0.189 [−0.453, 0.074]"
+
+Statistics: `mean_std_ci` (mean ± std [95% t-interval] over the variant's completed
+runs), `paired_difference` (as the report's paired tables) and `test_difference` (the
+report's test comparison: a bootstrap over seeds and test images). `where` keeps the runs
+whose columns have the given values (`where = { lr = 0.01 }`). A claim holds when the
+recomputed text equals `text` and the README contains it; the command prints one line per
+claim and exits 1 if any fails.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from keras_attn.errors import UserError
+from keras_attn.study import comparisons, stats
+from keras_attn.study.report.formatting import ci, diff_phrase, mean_std_ci, signed
+
+STATISTICS = ("mean_std_ci", "paired_difference", "test_difference")
+CLAIMS_FILE = "findings.toml"
+
+
+@dataclass(frozen=True)
+class Claim:
+    study: str
+    statistic: str
+    variant: str
+    text: str
+    metric: str = "best_val_accuracy"
+    baseline: str | None = None
+    where: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        against = f" − {self.baseline}" if self.baseline else ""
+        return f"{self.study}: {self.statistic} of {self.variant}{against} ({self.metric})"
+
+
+def read_claims(folder: Path) -> tuple[list[Claim], Path]:
+    """The claims of `folder/findings.toml` and the README they are quoted in."""
+    path = Path(folder) / CLAIMS_FILE
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file (the findings' claims)") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise UserError(f"{path}: not a readable TOML file ({err})") from None
+    claims = []
+    for number, entry in enumerate(data.get("claim", []), 1):
+        try:
+            claim = Claim(**entry)
+        except TypeError as err:
+            raise UserError(f"{path}: claim {number}: {err}") from None
+        if claim.statistic not in STATISTICS:
+            raise UserError(
+                f"{path}: claim {number}: unknown statistic {claim.statistic!r}; valid: "
+                + ", ".join(STATISTICS)
+            )
+        if claim.statistic != "mean_std_ci" and not claim.baseline:
+            raise UserError(f"{path}: claim {number}: {claim.statistic} needs a baseline")
+        claims.append(claim)
+    if not claims:
+        raise UserError(f"{path}: no [[claim]] entries")
+    return claims, path.parent / data.get("readme", "../../README.md")
+
+
+def _runs(folder: Path, claim: Claim) -> pd.DataFrame:
+    path = folder / claim.study / "results.csv"
+    if not path.exists():
+        raise UserError(f"{path}: no such file (claim {claim.name})")
+    runs = pd.read_csv(path)
+    for column, value in claim.where.items():
+        if column not in runs:
+            raise UserError(f"{path}: no column {column!r} (claim {claim.name})")
+        runs = runs[np.isclose(runs[column], value) if _is_number(value) else runs[column] == value]
+    return runs
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _correct(folder: Path, claim: Claim, run_dir: str) -> np.ndarray:
+    path = folder / claim.study / "runs" / Path(run_dir).name / "test_predictions.npz"
+    if not path.exists():
+        raise UserError(f"{path}: no such file (claim {claim.name})")
+    with np.load(path) as saved:
+        return saved["predicted"] == saved["label"]
+
+
+def recompute(folder: Path, claim: Claim) -> str:
+    """The text the claim's statistic gives on the committed data."""
+    runs = _runs(Path(folder), claim)
+    done = runs[runs["status"] == stats.COMPLETED]
+    if claim.statistic == "mean_std_ci":
+        values = done.loc[done["variant"] == claim.variant, claim.metric]
+        return mean_std_ci(*stats.mean_ci(values))
+    if claim.statistic == "paired_difference":
+        table = stats.paired_differences(runs, claim.baseline, claim.metric)
+        if claim.variant not in table.index:
+            return "—"
+        return diff_phrase(table.loc[claim.variant])
+    by_seed = {
+        variant: {
+            int(r.seed): _correct(folder, claim, r.run_dir)
+            for r in done[done["variant"] == variant].itertuples()
+        }
+        for variant in (claim.variant, claim.baseline)
+    }
+    seeds = sorted(set(by_seed[claim.variant]) & set(by_seed[claim.baseline]))
+    if not seeds:
+        return "—"
+    a = np.stack([by_seed[claim.variant][s] for s in seeds])
+    b = np.stack([by_seed[claim.baseline][s] for s in seeds])
+    result = comparisons.compare(a, b)
+    if math.isnan(result.low):
+        return signed(result.diff)
+    return f"{signed(result.diff)} {ci(result.low, result.high)}"
+
+
+def check(folder: str | Path) -> int:
+    """Prints one line per claim; returns how many failed."""
+    folder = Path(folder)
+    claims, readme_path = read_claims(folder)
+    try:
+        readme = readme_path.read_text()
+    except OSError as err:
+        raise UserError(f"{readme_path}: cannot read the README ({err.strerror or err})") from None
+    failed = 0
+    for claim in claims:
+        got = recompute(folder, claim)
+        if got != claim.text:
+            print(f"FAIL {claim.name}: the data give {got!r}, findings.toml says {claim.text!r}")
+            failed += 1
+        elif claim.text not in readme:
+            print(f"FAIL {claim.name}: {claim.text!r} is not in {readme_path}")
+            failed += 1
+        else:
+            print(f"ok   {claim.name}: {got}")
+    print(f"{len(claims) - failed} of {len(claims)} claims hold")
+    return failed

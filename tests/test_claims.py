@@ -1,0 +1,151 @@
+"""`python -m keras_attn.study check`: the README's findings recomputed from committed data."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from keras_attn.errors import UserError
+from keras_attn.study import claims
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _study(folder: Path) -> None:
+    """Two variants x 3 seeds; b beats a by 0.1 best val acc at every seed, and on test
+    b answers 20 more of 100 examples."""
+    rows = []
+    for seed in range(3):
+        for variant, acc in (("a", 0.5 + 0.01 * seed), ("b", 0.6 + 0.01 * seed)):
+            run = f"{variant}-seed{seed}"
+            rows.append(
+                dict(
+                    variant=variant,
+                    seed=seed,
+                    status="completed",
+                    lr=0.01,
+                    best_val_accuracy=acc,
+                    run_dir=f"/elsewhere/runs/{run}",
+                )
+            )
+            label = np.arange(100) % 4
+            predicted = label.copy()
+            wrong = 40 if variant == "a" else 20
+            predicted[:wrong] = (label[:wrong] + 1) % 4
+            (folder / "runs" / run).mkdir(parents=True)
+            np.savez_compressed(
+                folder / "runs" / run / "test_predictions.npz", label=label, predicted=predicted
+            )
+    rows.append(
+        dict(
+            variant="b",
+            seed=0,
+            status="completed",
+            lr=0.1,
+            best_val_accuracy=0.1,
+            run_dir="/elsewhere/runs/b-lr0.1-seed0",
+        )
+    )
+    pd.DataFrame(rows).to_csv(folder / "results.csv", index=False)
+
+
+def _findings(tmp_path, readme_text, **texts):
+    _study(tmp_path / "toy")
+    (tmp_path / "README.md").write_text(readme_text)
+    (tmp_path / "findings.toml").write_text(f'''readme = "README.md"
+
+[[claim]]
+study = "toy"
+statistic = "mean_std_ci"
+variant = "b"
+where = {{ lr = 0.01 }}
+text = "{texts.get("mean", "0.610 ± 0.010 [0.59, 0.63]")}"
+
+[[claim]]
+study = "toy"
+statistic = "paired_difference"
+variant = "b"
+baseline = "a"
+where = {{ lr = 0.01 }}
+text = "{texts.get("paired", "+0.100 [0.100, 0.100]")}"
+
+[[claim]]
+study = "toy"
+statistic = "test_difference"
+metric = "test_accuracy"
+variant = "b"
+baseline = "a"
+where = {{ lr = 0.01 }}
+text = "{texts.get("test", "+0.200 [0.120, 0.280]")}"
+''')
+    return tmp_path
+
+
+def test_claims_recompute_from_the_data_and_hold_when_the_readme_quotes_them(tmp_path, capsys):
+    folder = _findings(tmp_path, "")
+    listed, _ = claims.read_claims(folder)
+    got = [claims.recompute(folder, c) for c in listed]
+    assert got[0] == "0.610 ± 0.010 [0.59, 0.63]"  # the lr 0.1 run is filtered out
+    assert got[1] == "+0.100 [0.100, 0.100]"
+    # 0.8 − 0.6 on test; the bootstrap interval is over seeds and the 100 examples.
+    assert got[2] == "+0.200 [0.120, 0.280]"
+    (folder / "README.md").write_text(f"b: {got[0]}; b − a: {got[1]}; test: {got[2]}")
+    assert claims.check(folder) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "3 of 3 claims hold"
+
+
+def test_a_readme_figure_the_data_do_not_give_or_the_readme_lacks_fails(tmp_path, capsys):
+    folder = _findings(tmp_path, "b: 0.610 ± 0.010 [0.59, 0.63]", paired="+0.120 [0.100, 0.140]")
+    assert claims.check(folder) == 2  # the paired figure is wrong; the test one is not quoted
+    out = capsys.readouterr().out
+    assert "FAIL toy: paired_difference of b − a" in out and "'+0.100 [0.100, 0.100]'" in out
+    assert "FAIL toy: test_difference of b − a" in out and "is not in" in out
+    assert out.splitlines()[-1] == "1 of 3 claims hold"
+
+
+def test_bad_claims_files_are_one_line_errors(tmp_path):
+    with pytest.raises(UserError, match="findings.toml: no such file"):
+        claims.read_claims(tmp_path)
+    (tmp_path / "findings.toml").write_text("[[claim]]\nstudy = 'x'\nstatistic = 'median'\n")
+    with pytest.raises(UserError, match="claim 1: .*unexpected|missing"):
+        claims.read_claims(tmp_path)
+    (tmp_path / "findings.toml").write_text(
+        "[[claim]]\nstudy='x'\nstatistic='median'\nvariant='a'\ntext='1'\n"
+    )
+    with pytest.raises(UserError, match="unknown statistic 'median'"):
+        claims.read_claims(tmp_path)
+    (tmp_path / "findings.toml").write_text("[[claim]\n")
+    with pytest.raises(UserError, match="not a readable TOML file"):
+        claims.read_claims(tmp_path)
+
+
+def test_the_committed_findings_hold_and_the_cli_says_so():
+    done = subprocess.run(
+        [sys.executable, "-m", "keras_attn.study", "check", "docs/findings"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1].endswith("claims hold")
+    assert "FAIL" not in done.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "keras_attn.study", "check", "no/such/folder"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=300,
+    )
+    assert missing.returncode == 2
+    assert (
+        missing.stderr.strip()
+        .splitlines()[-1]
+        .endswith("no/such/folder/findings.toml: no such file (the findings' claims)")
+    )
