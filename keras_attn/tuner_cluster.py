@@ -58,7 +58,9 @@ def check_port_free(ip: str, port: int) -> None:
             ) from None
 
 
-def serve_oracle(tuner, ip: str, port: int, poll_seconds: float = 0.5) -> None:
+def serve_oracle(
+    tuner, ip: str, port: int, poll_seconds: float = 0.5, workers_alive=None
+) -> None:
     """The chief: serves the tuner's oracle to the workers until the search is over.
 
     What `tuner.search()` does on a chief in Keras Tuner 1.4.8 (its `OracleServicer`),
@@ -66,6 +68,8 @@ def serve_oracle(tuner, ip: str, port: int, poll_seconds: float = 0.5) -> None:
     that never answers (gRPC would otherwise share the port with SO_REUSEPORT), and the
     end is noticed within `poll_seconds` rather than 20 s. The search is over once the
     oracle has told every worker that asked for a trial to stop and no trial is running.
+    `workers_alive()`, when given (workers this process started), ends the serving once
+    it says False: a worker that died mid-trial would otherwise be waited for forever.
     """
     import grpc
     from keras_tuner.src import protos
@@ -87,6 +91,8 @@ def serve_oracle(tuner, ip: str, port: int, poll_seconds: float = 0.5) -> None:
     print(f"Chief: oracle listening on {ip}:{port}; waiting for workers", flush=True)
     try:
         while not (servicer.stop_triggered and oracle_chief.exit_chief(tuner.oracle)):
+            if workers_alive is not None and not workers_alive():
+                break
             time.sleep(poll_seconds)
     finally:
         server.stop(grace=2)

@@ -4,7 +4,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -425,64 +424,37 @@ def test_collect_lists_cells_never_started_as_missing(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_chief_and_two_workers_on_loopback_share_the_grid(tmp_path):
-    # The data exists before the workers start, as it would on a shared disk.
-    study(
-        [
-            "image",
-            "--seeds",
-            "1",
-            "--epochs",
-            "1",
-            "--attention",
-            "none",
-            *TINY_IMAGES,
-            "--out",
-            "warmup",
-        ],
-        tmp_path,
-    )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    args = ["image", "--attention", "none,channel", "--seeds", "2", "--epochs", "1", *TINY_IMAGES]
-    args += ["--out", "study"]
-    processes, logs = {}, {}
-    try:
-        for tuner_id in ("chief", "worker0", "worker1"):
-            logs[tuner_id] = open(tmp_path / f"{tuner_id}.log", "w")  # noqa: SIM115
-            processes[tuner_id] = study(
-                args,
-                tmp_path,
-                stdout=logs[tuner_id],
-                stderr=subprocess.STDOUT,
-                extra_env=dict(
-                    KERASTUNER_TUNER_ID=tuner_id,
-                    KERASTUNER_ORACLE_IP="127.0.0.1",
-                    KERASTUNER_ORACLE_PORT=str(port),
-                ),
-            )
-        deadline = time.monotonic() + 400
-        for process in processes.values():
-            process.wait(timeout=max(1, deadline - time.monotonic()))
-    finally:
-        for tuner_id, process in processes.items():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            logs[tuner_id].close()
-    outputs = {k: (tmp_path / f"{k}.log").read_text() for k in processes}
-    for tuner_id, process in processes.items():
-        assert process.returncode == 0, f"{tuner_id}:\n{outputs[tuner_id][-3000:]}"
+def test_two_local_workers_share_the_grid_and_each_cell_runs_once(tmp_path):
+    # The study process serves the grid (the multi-machine chief's oracle, on loopback)
+    # and starts two worker processes of one thread each; the chief writes the report.
+    args = ["image", "--attention", "none,channel", "--seeds", "2", "--epochs", "1"]
+    args += [*TINY_IMAGES, "--out", "study", "--workers", "2"]
+    done = study(args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[study] 2 local workers, 1 thread(s) each, grid served on 127.0.0.1:" in done.stdout
 
-    runs = pd.read_csv(tmp_path / "study" / "results.csv")  # written by the chief
+    runs = pd.read_csv(tmp_path / "study" / "results.csv")
     assert len(runs) == 4 and (runs["status"] == "completed").all()
-    # "[study] worker1: channel, seed 0" per cell a worker trained: each cell exactly once.
-    ran = [
-        line.split(": ", 1)[1]
-        for k in ("worker0", "worker1")
-        for line in outputs[k].splitlines()
-        if line.startswith(f"[study] {k}: ") and not line.startswith(f"[study] {k}: done;")
-    ]
-    assert sorted(ran) == ["channel, seed 0", "channel, seed 1", "none, seed 0", "none, seed 1"]
+    # "[study] worker1: channel, seed 0" per cell a worker trained: each cell exactly once,
+    # and both workers trained.
+    ran = {}
+    for line in done.stdout.splitlines():
+        for k in ("worker0", "worker1"):
+            if line.startswith(f"[study] {k}: ") and not line.startswith(f"[study] {k}: done;"):
+                ran.setdefault(k, []).append(line.split(": ", 1)[1])
+    cells = sorted(c for k in ran for c in ran[k])
+    assert cells == ["channel, seed 0", "channel, seed 1", "none, seed 0", "none, seed 1"]
+    assert set(ran) == {"worker0", "worker1"}
     assert (tmp_path / "study" / "report.md").exists()
+    # Run again: nothing left to train, and one process does it.
+    again = study(args[:-2], tmp_path)  # without --workers 2
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("is already complete; nothing to do") == 4
+
+
+def test_workers_and_seeds_auto_do_not_mix(tmp_path):
+    done = study(["image", "--seeds", "auto", "--workers", "2", *TINY_IMAGES], tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith(
+        "--seeds auto runs in one process; give a number of seeds to share a grid"
+    )

@@ -38,7 +38,7 @@ from keras_attn.experiments import video as video_experiment
 from keras_attn.experiments.image import ImageExperiment
 from keras_attn.experiments.video import VideoExperiment
 from keras_attn.spec import Spec, at_least, non_negative, positive, setting
-from keras_attn.study import claims, seed_rule, selection
+from keras_attn.study import claims, local_workers, seed_rule, selection
 from keras_attn.study import image as image_study
 from keras_attn.study import video as video_study
 from keras_attn.study.distributed import run_distributed_grid
@@ -78,6 +78,12 @@ class StudySettings(Spec):
         "images: fixed val images scored once per run on its best-val model (pointing game, "
         "AUROC, randomised-weights check, erase test; 0: off)",
         check=non_negative,
+    )
+    workers: int = setting(
+        1,
+        "train N grid cells at once in N processes on this machine, cores/N threads each",
+        metavar="N",
+        check=at_least(1),
     )
     tune_lr: str | None = setting(
         None,
@@ -236,8 +242,12 @@ def main():
     seeds = list(range(base.seed, base.seed + start))
     out = Path(study.out or os.path.join("runs", "study", args.kind))
     role, ip, port = distributed_role()
-    if study.seeds == seed_rule.AUTO and role != "single":
-        raise UserError("--seeds auto runs on one machine; give a number of seeds to share a grid")
+    if study.seeds == seed_rule.AUTO and (role != "single" or study.workers > 1):
+        raise UserError(
+            "--seeds auto runs in one process; give a number of seeds to share a grid"
+        )
+    if study.workers > 1 and role != "single":
+        raise UserError("--workers starts its own workers: not with KERASTUNER_* variables")
     if role == "chief":
         check_port_free(ip, port)
 
@@ -292,6 +302,13 @@ def main():
         seeds, meta["seed_rule"] = seed_rule.grow(
             seeds, run_round, halfwidth, target, study.max_seeds
         )
+    elif role == "single" and study.workers > 1:
+        # The data is on disk before any worker starts (it was loaded above).
+        ip, port = "127.0.0.1", local_workers.free_port()
+        with local_workers.LocalWorkers(study.workers, sys.argv[1:], ip, port) as workers:
+            run_distributed_grid(
+                out, variants, seeds, run_one, "chief", ip, port, axes, workers.alive
+            )
     elif role == "single":
         run_grid(out, variants, seeds, run_one, axes)
     else:

@@ -84,13 +84,15 @@ def run_distributed_grid(
     ip: str,
     port: int,
     axes: Mapping[str, Sequence] | None = None,
+    workers_alive: Callable[[], bool] | None = None,
 ) -> None:
-    """Serves the grid (chief) or works through it (worker); returns when the grid is done."""
+    """Serves the grid (chief) or works through it (worker); returns when the grid is done
+    (or, for a chief that started its own workers, when none of them is left)."""
     from keras_attn.tuner_cluster import serve_oracle
 
     tuner = GridTuner(out, variants, seeds, run_one, axes)
     if role == "chief":
-        serve_oracle(tuner, ip, port)
+        serve_oracle(tuner, ip, port, workers_alive=workers_alive)
     else:
         tuner.search()
         cells = "; ".join(cell.label for cell in tuner.cells_run) or "none"

@@ -1,0 +1,78 @@
+"""`--workers N`: the grid's cells trained N at a time, by N processes on this machine.
+
+The study process becomes the grid's chief (the same oracle the multi-machine grid
+uses, on 127.0.0.1) and starts N workers, each the same command with
+`KERASTUNER_TUNER_ID=worker<i>` and cores / N threads, so the processes share the cores
+instead of fighting over them: two one-thread processes trained 1.10-1.18x as many
+steps per second as one two-thread process on 2 cores (issue 16).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from keras_attn.errors import UserError
+
+
+def free_port(ip: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((ip, 0))
+        return probe.getsockname()[1]
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """Threads for each of `workers` processes so that together they use the cores once."""
+    return max(1, (cores or os.cpu_count() or 1) // workers)
+
+
+def worker_env(index: int, ip: str, port: int, threads: int) -> dict[str, str]:
+    """The environment of worker `index`: Keras Tuner's worker variables and its threads."""
+    return {
+        **os.environ,
+        "KERASTUNER_TUNER_ID": f"worker{index}",
+        "KERASTUNER_ORACLE_IP": ip,
+        "KERASTUNER_ORACLE_PORT": str(port),
+        # TensorFlow's own pools and oneDNN's OpenMP pool.
+        "TF_NUM_INTRAOP_THREADS": str(threads),
+        "TF_NUM_INTEROP_THREADS": "1",
+        "OMP_NUM_THREADS": str(threads),
+    }
+
+
+class LocalWorkers:
+    """Starts the workers on enter; on exit waits for them (or stops them on an error)."""
+
+    def __init__(self, workers: int, argv: Sequence[str], ip: str, port: int):
+        self.workers, self.argv, self.ip, self.port = workers, list(argv), ip, port
+        self.processes: list[subprocess.Popen] = []
+
+    def __enter__(self) -> LocalWorkers:
+        threads = threads_per_worker(self.workers)
+        # The same command, each process one worker of the grid (the last --workers wins).
+        command = [sys.executable, "-m", "keras_attn.study", *self.argv, "--workers", "1"]
+        for index in range(self.workers):
+            env = worker_env(index, self.ip, self.port, threads)
+            self.processes.append(subprocess.Popen(command, env=env))
+        print(
+            f"[study] {self.workers} local workers, {threads} thread(s) each, "
+            f"grid served on {self.ip}:{self.port}",
+            flush=True,
+        )
+        return self
+
+    def alive(self) -> bool:
+        return any(process.poll() is None for process in self.processes)
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is not None:  # the chief failed or was interrupted: stop the workers too
+            for process in self.processes:
+                if process.poll() is None:
+                    process.terminate()
+        codes = [process.wait() for process in self.processes]
+        if kind is None and any(codes):
+            failed = ", ".join(f"worker{i} ({c})" for i, c in enumerate(codes) if c)
+            raise UserError(f"local workers exited with an error: {failed}")
