@@ -123,29 +123,24 @@ def test_bad_claims_files_are_one_line_errors(tmp_path):
         claims.read_claims(tmp_path)
 
 
-def test_the_committed_findings_hold_and_the_cli_says_so():
-    done = subprocess.run(
-        [sys.executable, "-m", "keras_attn.study", "check", "docs/findings"],
+def _check(folder: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "keras_attn.study", "check", folder],
         cwd=ROOT,
         capture_output=True,
         text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
         timeout=300,
     )
+
+
+def test_the_committed_findings_hold_and_the_cli_says_so():
+    done = _check("docs/findings")
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     assert done.stdout.splitlines()[-1].endswith("claims hold")
     assert "FAIL" not in done.stdout
-    missing = subprocess.run(
-        [sys.executable, "-m", "keras_attn.study", "check", "no/such/folder"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        timeout=300,
-    )
+    missing = _check("no/such/folder")
     assert missing.returncode == 2
-    assert (
-        missing.stderr.strip()
-        .splitlines()[-1]
-        .endswith("no/such/folder/findings.toml: no such file (the findings' claims)")
+    assert missing.stderr.strip().splitlines()[-1].endswith(
+        "no/such/folder/findings.toml: no such file (the findings' claims)"
     )
