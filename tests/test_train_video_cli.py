@@ -1,5 +1,6 @@
 """train_video.py as a user runs it: errors, a smoke run, a WLASL-shaped folder of H.264 clips."""
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -157,6 +158,26 @@ def test_a_run_scores_the_readable_test_clips_once(monkeypatch, tmp_path, capsys
     assert summary["test_accuracy_last"] == pytest.approx(hits_last.mean())
     assert np.isfinite(summary["test_loss"]) and np.isfinite(summary["test_loss_last"])
     assert json.loads((run / "config.json").read_text())["val_split"] == "val"
+    # The selected model's top-k on val and test: with 2 classes only k = 1 is below the
+    # class count; its top-1 is the test accuracy scored above, and on val the best epoch's.
+    assert summary["test_top1_accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert summary["val_top1_accuracy"] == pytest.approx(summary["best_val_accuracy"])
+    per_class_test = [hits[predictions["label"] == c].mean() for c in (0, 1)]
+    assert summary["test_class_top1_accuracy"] == pytest.approx(np.mean(per_class_test))
+    assert not [k for k in summary if "top5" in k or "top10" in k]
+    history = pd.read_csv(run / "history.csv")
+    assert history["val_top1_accuracy"].tolist() == pytest.approx(history["val_accuracy"].tolist())
+    assert "val_class_acc=" in out
+    table = pd.read_csv(run / "per_class.csv")
+    assert table.columns.tolist() == ["split", "class_index", "gloss", "support", "top1_accuracy"]
+    test_rows = table[table["split"] == "test"]
+    assert test_rows["support"].tolist() == [int((predictions["label"] == c).sum()) for c in (0, 1)]
+    assert test_rows["top1_accuracy"].tolist() == pytest.approx(per_class_test)
+    assert (run / "confusion_val.png").stat().st_size > 0
+    assert (run / "confusion_test.png").stat().st_size > 0
+    encoder = summary["frame_encoder"]
+    assert encoder["name"] == "efficientnet_lite0" and encoder["weights"] == "random"
+    assert len(encoder["key_sha256"]) == 64 and encoder["key"].startswith("efficientnet_lite0-")
 
     # --val-split test validates on the test split, as the original study did: then no
     # separate test split is left, and no test metric is written.
@@ -166,7 +187,9 @@ def test_a_run_scores_the_readable_test_clips_once(monkeypatch, tmp_path, capsys
         monkeypatch,
         tmp_path,
     )
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "--val-split test chooses the best epoch" in captured.err
     assert f"val (test split) {len(index.test)} clips, no separate test split" in out
     assert "No test metrics: --val-split test validates on the test split" in out
     assert "Test (best-val model" not in out
@@ -307,3 +330,34 @@ def test_a_wlasl_folder_in_nslt_format_with_h264_clips_trains_unchanged(tmp_path
     labels = np.load(tmp_path / "run" / "test_predictions.npz")["label"]
     assert labels.tolist() == [0, 1]
     assert pd.read_csv(tmp_path / "run" / "history.csv")["epoch"].tolist() == [1, 2]
+
+
+def test_preset_seed_help_shows_the_original_settings(monkeypatch, tmp_path, capsys):
+    assert _main(["--preset", "seed", "--help"], monkeypatch, tmp_path) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in (
+        "(default: nslt_100.json)",
+        "(default: alphabetical)",
+        "sample (default: center)",
+        "(0: off) (default: 5)",
+        "epochs to train (default: 20)",
+        "examples per training step (default: 4)",
+    ):
+        assert shown in text
+    spec = video_experiment.VideoExperiment.from_args(argparse.Namespace(preset="seed"))
+    assert (spec.val_split, spec.lr, spec.temporal, spec.limit_classes) == ("test", 1e-3, "tcn", 10)
+
+
+def test_signer_split_with_an_nslt_index_is_one_line(monkeypatch, tmp_path, capsys):
+    data = tmp_path / "wlasl"
+    (data / "videos").mkdir(parents=True)
+    (data / "nslt_100.json").write_text('{"00001": {"subset": "train", "action": [0, 1, 5]}}')
+    (data / "wlasl_class_list.txt").write_text("0\tbook\n")
+    args = ["--data-dir", str(data), "--split", "signer-independent"]
+    assert _main(args, monkeypatch, tmp_path) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.endswith(
+        "--split signer-independent needs WLASL_v0.3.json (the signer_id of every instance); "
+        "nslt_100.json has none: pass --index WLASL_v0.3.json"
+    )

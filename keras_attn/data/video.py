@@ -224,6 +224,24 @@ def _count_frames(path: str) -> int:
     return count
 
 
+def probe_video(path: str) -> tuple[int | None, float | None]:
+    """`(frame count, fps)` of a file from its header, or `(None, None)` if it does not open.
+
+    The count is the header's when plausible, else counted by grabbing. Used before the scan
+    to settle how a WLASL index's frame numbers apply to a file (trimmed clip or whole video,
+    raw-video frame rate); the scan still decides whether the clip is readable.
+    """
+    try:
+        with _Capture(path) as cap:
+            fps = cap.cap.get(cv2.CAP_PROP_FPS)
+            count = cap.reported_count()
+            if count is None:
+                count = cap.count_remaining() or None
+    except VideoDecodeError:
+        return None, None
+    return count, (float(fps) if math.isfinite(fps) and fps > 0 else None)
+
+
 def _check_shortfall(path: str, claimed: int, actual: int) -> None:
     if claimed - actual > max(3, claimed // 20):
         raise VideoDecodeError(path, f"only {actual} of {claimed} frames decode (truncated file?)")

@@ -17,20 +17,40 @@ the file.
 
 Frame ranges are converted to 0-based inclusive: ``frame_start`` 1 -> 0, ``frame_end`` -1 -> None
 (to the last frame), ``frame_end`` n -> n - 1.
+
+Clips are read as WLASL's ``start_kit/preprocess.py`` wrote them. For an instance whose ``url``
+is YouTube's it writes only the raw video's frames ``frame_start - 1 .. frame_end - 1`` (a
+``frame_end`` of -1 copies the raw video whole): the clip *is* the sign, while the index's frame
+numbers count in the raw video. Every other source is copied whole and its range applies inside
+the file. So a trimmed clip reads frames ``0 .. frame_end - frame_start`` of its file, as WLASL's
+own loader (``code/I3D/datasets/nslt_dataset.py``) reads every word-level clip from frame 0.
+``WLASL_v0.3.json`` says which instances are YouTube's (``url``, else ``source``); an nslt index
+does not, so there an instance whose range does not fit in its file (read from the header) is
+taken as trimmed. With ``raw_videos`` the clips are cut from the raw downloads instead
+(``<raw>/<YouTube id>.mp4`` for YouTube's, ``<raw>/<video_id>.mp4`` otherwise), the annotated
+frames, counted at the instance's ``fps`` (25), mapped to the file's own frame rate by time
+(dxli94/WLASL#16). ``ClipRecord.layout`` says which case a clip is; the index counts each.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from keras_attn.data.video import probe_video
 from keras_attn.errors import UserError
 
 SPLITS = ("train", "val", "test")
-CLASS_ORDERS = ("frequency", "alphabetical")
+CLASS_ORDERS = ("frequency", "alphabetical", "index")
+SPLIT_MODES = ("index", "signer-independent")
+LAYOUTS = ("trimmed", "whole_file", "raw_cut")
+ANNOTATION_FPS = 25.0  # WLASL's frame numbers count at 25 fps unless an instance says otherwise
+_YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]{11}")
 V03_NAME = "WLASL_v0.3.json"
 CLASS_LIST_NAME = "wlasl_class_list.txt"
 NSLT_SIZES = (100, 300, 1000, 2000)
@@ -52,6 +72,10 @@ class ClipRecord:
     # Decodable frames in the file, as `video.scan_clips` verified them (None: not scanned).
     # Every reader samples from this count, so a clip reads the same frames on every path.
     frame_count: int | None = None
+    # How the index's frame numbers were applied to the file (see the module doc):
+    # "trimmed" (the file holds only the sign), "whole_file" (the range lies inside it) or
+    # "raw_cut" (cut from a raw download, annotated frames mapped by time).
+    layout: str = "whole_file"
 
 
 @dataclass
@@ -77,6 +101,19 @@ class WlaslIndex:
     test: list[ClipRecord] = field(default_factory=list)
     missing_all: dict[str, int] = field(default_factory=dict)
     unknown_splits: dict[str, int] = field(default_factory=dict)
+    # How clip layouts were told apart: "url" (WLASL_v0.3.json), "range" (nslt index),
+    # "raw-videos" (cut from raw downloads).
+    layout_rule: str = "url"
+    split_mode: str = "index"
+    signer_split: dict | None = None  # with split_mode "signer-independent": counts, seed
+
+    def layouts(self) -> dict[str, dict[str, int]]:
+        """Per split, how many selected clips are trimmed, whole files or cut from raw videos."""
+        clips = {"train": self.train, "val": self.val, "test": self.test}
+        return {
+            split: {kind: sum(r.layout == kind for r in records) for kind in LAYOUTS}
+            for split, records in clips.items()
+        }
 
     def summary_line(self) -> str:
         """One line for the console: classes, clips per split, missing videos, rejected entries."""
@@ -93,6 +130,23 @@ class WlaslIndex:
             f"train {len(self.train)} clips, {held_out}; "
             f"missing videos: {missing} (whole index: {sum(self.missing_all.values())})"
         )
+        totals = Counter()
+        for counts in self.layouts().values():
+            totals.update(counts)
+        line += (
+            "; clips "
+            + ", ".join(
+                f"{kind.replace('_', ' ')} {totals[kind]}" for kind in LAYOUTS if totals[kind]
+            )
+            + f" (told apart by {self.layout_rule})"
+        )
+        if self.signer_split:
+            signers = self.signer_split["signers"]
+            line += (
+                f"; re-split by signer (seed {self.signer_split['seed']}): signers "
+                + ", ".join(f"{s} {signers[s]}" for s in SPLITS)
+                + f", {self.signer_split['no_signer_id']} entries without signer_id left out"
+            )
         if self.rejected:
             line += f"; rejected entries: {len(self.rejected)}"
         if self.unknown_splits:
@@ -129,6 +183,10 @@ class WlaslIndex:
             "missing": dict(self.missing),
             "missing_all": dict(self.missing_all),
             "unknown_splits": dict(self.unknown_splits),
+            "clip_layouts": self.layouts(),
+            "layout_rule": self.layout_rule,
+            "split_mode": self.split_mode,
+            "signer_split": self.signer_split,
             "rejected_count": len(self.rejected),
             "rejected": [dict(r) for r in self.rejected[:MAX_REJECTED_IN_SUMMARY]],
         }
@@ -152,6 +210,16 @@ class _Entry:
     end: int
     bbox: tuple[int, int, int, int] | None
     signer_id: int | None
+    order: int = 0  # the gloss's place in the index (nslt: its class id)
+    url: str | None = None
+    source: str | None = None
+    fps: float | None = None  # the rate the instance's frame numbers count at
+
+    def is_youtube(self) -> bool:
+        # preprocess.py's own test, on the url; `source` where an instance has no url.
+        if self.url:
+            return "youtube" in self.url or "youtu.be" in self.url
+        return (self.source or "").lower() == "youtube"
 
 
 def load_wlasl(
@@ -160,6 +228,9 @@ def load_wlasl(
     limit_classes: int | None = 10,
     class_order: str = "frequency",
     index_file=None,
+    split: str = "index",
+    split_seed: int = 0,
+    raw_videos=None,
 ) -> WlaslIndex:
     """Load a WLASL index, keep the clips whose video exists, and select classes.
 
@@ -170,15 +241,26 @@ def load_wlasl(
             ``WlaslIndex.test``; with ``"test"`` (the original study's choice) ``test`` is empty.
         limit_classes: keep N classes (``None`` or 0: every class with a training clip).
         class_order: ``"frequency"``: the N glosses with the most available training clips
-            (ties alphabetically); ``"alphabetical"``: the first N glosses alphabetically.
-            Either way only glosses with at least one available training clip are eligible,
-            and the kept class names are sorted alphabetically, labels 0..N-1 in that order.
+            (ties alphabetically); ``"alphabetical"``: the first N glosses alphabetically;
+            ``"index"``: the first N in the index's own order (nslt: by class id). Only
+            glosses with at least one available training clip are eligible. The kept class
+            names are sorted alphabetically, labels 0..N-1 in that order, except with
+            ``"index"``, where labels follow the index's order (nslt: the class ids' order).
         index_file: an index file to use instead of auto-detection (``WLASL_v0.3.json``, else the
             smallest ``nslt_N.json``); a relative path is tried as given, then inside data_dir.
+        split: ``"index"`` (the index's splits) or ``"signer-independent"``: every available
+            entry with a ``signer_id`` re-split so that no signer is in two splits, signers
+            shuffled by ``split_seed`` and dealt to the split furthest below its share of the
+            index's own split sizes (needs ``WLASL_v0.3.json``; entries without a signer are
+            left out and counted).
+        raw_videos: a folder of WLASL's raw downloads to cut the clips from (module doc);
+            needs ``WLASL_v0.3.json`` (the url names a YouTube instance's file).
 
     Raises:
         UserError: bad arguments, no or malformed index, or no available training clip.
     """
+    if split not in SPLIT_MODES:
+        raise UserError(f"split must be one of {', '.join(SPLIT_MODES)}; got {split!r}")
     if val_split not in ("val", "test"):
         raise UserError(f"val_split must be 'val' or 'test', got {val_split!r}")
     if class_order not in CLASS_ORDERS:
@@ -195,19 +277,50 @@ def load_wlasl(
     if not data_dir.is_dir():
         raise UserError(f"WLASL data folder {data_dir} does not exist")
     index_path = _find_index(data_dir, index_file)
-    entries, rejected = _read_index(index_path, data_dir)
+    entries, rejected, is_v03 = _read_index(index_path, data_dir)
+    if not is_v03:
+        needs = (
+            (split != "index", "--split signer-independent", "signer_id"),
+            (raw_videos is not None, "--raw-videos", "url"),
+        )
+        for wanted, flag, key in needs:
+            if wanted:
+                raise UserError(
+                    f"{flag} needs {V03_NAME} (the {key} of every instance); "
+                    f"{index_path.name} has none: pass --index {V03_NAME}"
+                )
 
-    videos = (data_dir / "videos").resolve()
+    if raw_videos is not None:
+        videos = Path(raw_videos).resolve()
+        if not videos.is_dir():
+            raise UserError(f"--raw-videos folder {raw_videos} does not exist")
+    else:
+        videos = (data_dir / "videos").resolve()
+
+    def file_of(entry: _Entry) -> Path | None:
+        if raw_videos is not None and entry.is_youtube():
+            # preprocess.py names a YouTube download by the url's last 11 characters.
+            name = (entry.url or "")[-11:]
+            return videos / f"{name}.mp4" if _YOUTUBE_ID.fullmatch(name) else None
+        return videos / f"{entry.video_id}.mp4"
+
     available: list[_Entry] = []
     missing_entries: list[_Entry] = []
     unknown_splits: Counter = Counter()
+    paths: dict[str, Path] = {}
     for entry in entries:
+        path = file_of(entry)
         if entry.split not in SPLITS:
             unknown_splits[entry.split] += 1
-        elif (videos / f"{entry.video_id}.mp4").is_file():
+        elif path is not None and path.is_file():
             available.append(entry)
+            paths[entry.video_id] = path
         else:
             missing_entries.append(entry)
+
+    signer_split = None
+    if split == "signer-independent":
+        available, signer_split = _split_by_signer(available, split_seed)
 
     class_names = _select_classes(available, limit_classes, class_order)
     if not class_names:
@@ -217,16 +330,21 @@ def load_wlasl(
         )
     labels = {name: i for i, name in enumerate(class_names)}
 
+    layout_rule = "raw-videos" if raw_videos is not None else ("url" if is_v03 else "range")
+
     def record(e: _Entry) -> ClipRecord:
+        path = paths[e.video_id]
+        layout, start, end = _clip_range(e, path, layout_rule)
         return ClipRecord(
             video_id=e.video_id,
-            path=str(videos / f"{e.video_id}.mp4"),
+            path=str(path),
             label=labels[e.gloss],
             split=e.split,
-            frame_start=e.start - 1,
-            frame_end=None if e.end == -1 else e.end - 1,
+            frame_start=start,
+            frame_end=end,
             bbox=e.bbox,
             signer_id=e.signer_id,
+            layout=layout,
         )
 
     selected = [e for e in available if e.gloss in labels]
@@ -243,18 +361,77 @@ def load_wlasl(
         val_split=val_split,
         missing_all={s: sum(e.split == s for e in missing_entries) for s in SPLITS},
         unknown_splits=dict(unknown_splits),
+        layout_rule=layout_rule,
+        split_mode=split,
+        signer_split=signer_split,
     )
+
+
+def _clip_range(e: _Entry, path: Path, rule: str) -> tuple[str, int, int | None]:
+    """`(layout, first, last)`: the 0-based inclusive frames of the sign in `path`."""
+    start, end = e.start - 1, None if e.end == -1 else e.end - 1
+    if rule == "raw-videos":
+        _, fps = probe_video(str(path))
+        if fps is not None:  # unreadable: the scan skips it, so the range does not matter
+            scale = fps / (e.fps or ANNOTATION_FPS)
+            start = int(round(start * scale))
+            end = None if end is None else int(round(end * scale))
+        return "raw_cut", start, end
+    if rule == "url":
+        trimmed = e.is_youtube() and end is not None  # frame_end -1: copied whole
+    elif start == 0 and end is None:
+        trimmed = False  # the whole file either way: nothing to open
+    else:
+        count, _ = probe_video(str(path))
+        trimmed = count is not None and (start > count - 1 or (end or 0) > count - 1)
+    if trimmed:
+        return "trimmed", 0, None if end is None else end - start
+    return "whole_file", start, end
+
+
+def _split_by_signer(available: list[_Entry], seed: int) -> tuple[list[_Entry], dict]:
+    """The entries with a signer, re-split so that each signer is in one split only.
+
+    Signers are shuffled by `seed`, then each goes, with all their entries, to the split
+    furthest below its share (the index's own split sizes over these entries).
+    """
+    signed = [e for e in available if e.signer_id is not None]
+    per_signer = Counter(e.signer_id for e in signed)
+    wanted = Counter(e.split for e in signed)
+    total = sum(wanted.values()) or 1
+    signers = sorted(per_signer)
+    random.Random(seed).shuffle(signers)
+    clips = dict.fromkeys(SPLITS, 0)
+    dealt = 0
+    split_of: dict[int, str] = {}
+    for signer in signers:
+        dealt += per_signer[signer]
+        split = max(
+            (s for s in SPLITS if wanted[s]), key=lambda s: wanted[s] / total * dealt - clips[s]
+        )
+        split_of[signer] = split
+        clips[split] += per_signer[signer]
+    info = {
+        "seed": seed,
+        "signers": {s: sum(v == s for v in split_of.values()) for s in SPLITS},
+        "clips": clips,
+        "no_signer_id": len(available) - len(signed),
+    }
+    return [replace(e, split=split_of[e.signer_id]) for e in signed], info
 
 
 def _select_classes(available: list[_Entry], limit: int | None, order: str) -> list[str]:
     train_counts = Counter(e.gloss for e in available if e.split == "train")
+    place = {e.gloss: e.order for e in available}
     if order == "frequency":
         ranked = sorted(train_counts, key=lambda g: (-train_counts[g], g))
+    elif order == "index":
+        ranked = sorted(train_counts, key=lambda g: (place[g], g))
     else:
         ranked = sorted(train_counts)
     if limit:
         ranked = ranked[:limit]
-    return sorted(ranked)
+    return ranked if order == "index" else sorted(ranked)
 
 
 # ----------------------------------------------------------------------------- index files
@@ -309,8 +486,9 @@ def _load_json(path: Path):
         ) from None
 
 
-def _read_index(path: Path, data_dir: Path) -> tuple[list[_Entry], list[dict]]:
-    """All well-formed entries in file order (duplicates and unsafe ids removed) and the rejects."""
+def _read_index(path: Path, data_dir: Path) -> tuple[list[_Entry], list[dict], bool]:
+    """All well-formed entries in file order (duplicates and unsafe ids removed), the rejects,
+    and whether the file is a WLASL_v0.3.json (else an nslt index)."""
     data = _load_json(path)
     if isinstance(data, list):
         raw = _parse_v03(path, data)
@@ -338,7 +516,7 @@ def _read_index(path: Path, data_dir: Path) -> tuple[list[_Entry], list[dict]]:
             rejected.append({"video_id": vid, "reason": problem})
         else:
             entries.append(entry)
-    return entries, rejected
+    return entries, rejected, isinstance(data, list)
 
 
 def _unsafe_id(vid) -> str | None:
@@ -399,9 +577,26 @@ def _parse_v03(path: Path, data: list) -> list[tuple[_Entry, str | None]]:
             end = _int_field(path, where, "frame_end", inst.get("frame_end", -1))
             signer = inst.get("signer_id")
             signer = signer if isinstance(signer, int) and not isinstance(signer, bool) else None
-            entry = _Entry(vid, gloss, split, start, end, _bbox(inst.get("bbox")), signer)
+            url, source, fps = inst.get("url"), inst.get("source"), inst.get("fps")
+            entry = _Entry(
+                vid,
+                gloss,
+                split,
+                start,
+                end,
+                _bbox(inst.get("bbox")),
+                signer,
+                order=i,
+                url=url if isinstance(url, str) else None,
+                source=source if isinstance(source, str) else None,
+                fps=fps if _is_number(fps) and fps > 0 else None,
+            )
             out.append((entry, None))
     return out
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _bbox(value) -> tuple[int, int, int, int] | None:
@@ -458,7 +653,8 @@ def _parse_nslt(
             _int_field(path, f"entry {vid!r}", f"action[{k}]", v) for k, v in enumerate(action)
         )
         problem = None if class_id in names else f"class id {class_id} is not in {CLASS_LIST_NAME}"
-        out.append((_Entry(vid, names.get(class_id, ""), split, start, end, None, None), problem))
+        entry = _Entry(vid, names.get(class_id, ""), split, start, end, None, None, order=class_id)
+        out.append((entry, problem))
     return out
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,8 +24,9 @@ import tensorflow as tf
 from keras_attn.data.features import DETERMINISTIC_MODES, FeatureCache, feature_dataset
 from keras_attn.data.synthetic_video import ensure_synthetic_videos
 from keras_attn.data.video import SAMPLING_MODES, clip_dataset, read_clip_frames, scan_clips
-from keras_attn.data.wlasl import WlaslIndex, load_wlasl
+from keras_attn.data.wlasl import CLASS_ORDERS, SPLIT_MODES, WlaslIndex, load_wlasl
 from keras_attn.errors import UserError
+from keras_attn.files import atomic_write_json, atomic_write_text
 from keras_attn.layers import temporal_names
 from keras_attn.models.backbones import PRETRAINABLE
 from keras_attn.models.video import (
@@ -35,6 +37,12 @@ from keras_attn.models.video import (
     calibrate_batchnorm,
 )
 from keras_attn.spec import at_least, fraction, like, non_negative, setting
+from keras_attn.training.callbacks import (
+    TopKMetrics,
+    predict_logits,
+    top_k_scores,
+    top_k_values,
+)
 from keras_attn.training.config import TrainingSpec
 from keras_attn.training.run import run_training
 
@@ -43,6 +51,11 @@ log = logging.getLogger(__name__)
 CALIBRATION_CLIPS = 16
 FRAME_RANGES = ("sign", "clip")
 TEMPORAL_POOLS = ("attention", "avg", "max", "last")
+MAX_CONFUSION_CLASSES = 100  # a larger confusion matrix is unreadable as one picture
+VAL_ON_TEST_WARNING = (
+    "warning: --val-split test chooses the best epoch (and early stopping) on the test split, "
+    "as the original study and WLASL's own I3D training did: its test figures are optimistic"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,9 +66,57 @@ class VideoExperiment(TrainingSpec):
     original validated on test (`val_split="test"` reproduces that)."""
 
     NAME_FIELDS = ("data_name", "temporal")
+    # The original study's video run: WLASL100's index, the first 10 glosses alphabetically
+    # among available videos, 8 consecutive centre frames, a TCN head, batch 4, AdamW 1e-3,
+    # 20 epochs, early stopping patience 5, validated on the test split.
+    PRESETS = {
+        "seed": dict(
+            index="nslt_100.json",
+            limit_classes=10,
+            class_order="alphabetical",
+            num_frames=8,
+            sampling="center",
+            temporal="tcn",
+            batch_size=4,
+            optimizer="adamw",
+            lr=1e-3,
+            epochs=20,
+            early_stopping=5,
+            val_split="test",
+        ),
+    }
 
+    preset: str | None = setting(None, "a named set of defaults (flags given override it)")
     data_dir: str | None = setting(
         None, "WLASL folder: index file + videos/ (default: synthetic)", group="data"
+    )
+    index: str | None = setting(
+        None,
+        "the index file (nslt_100.json, nslt_300.json, ..., WLASL_v0.3.json), as given or in "
+        "--data-dir (default: WLASL_v0.3.json, else the smallest nslt_N.json)",
+        metavar="FILE",
+        group="data",
+    )
+    raw_videos: str | None = setting(
+        None,
+        "cut the clips from WLASL's raw downloads in DIR (YouTube's named by video id, "
+        "the others by video_id), annotated frames mapped to each file's frame rate by time; "
+        "needs WLASL_v0.3.json",
+        metavar="DIR",
+        group="data",
+    )
+    split: str = setting(
+        "index",
+        "index: the index's splits; signer-independent: re-split so that no signer is in two "
+        "splits (needs WLASL_v0.3.json's signer_id)",
+        choices=SPLIT_MODES,
+        group="data",
+    )
+    split_seed: int = setting(
+        0,
+        "--split signer-independent: the seed that deals signers to splits (fixed apart from "
+        "--seed, so every run of a study sees the same val and test)",
+        group="data",
     )
     synthetic_clips_per_class: int = setting(
         100, "synthetic set size", check=at_least(1), group="data"
@@ -73,8 +134,9 @@ class VideoExperiment(TrainingSpec):
     )
     class_order: str = setting(
         "frequency",
-        "which glosses --limit-classes keeps",
-        choices=("frequency", "alphabetical"),
+        "which glosses --limit-classes keeps: most training clips, alphabetical, or the "
+        "index's own order (labels then follow it: an nslt index's class ids)",
+        choices=CLASS_ORDERS,
         group="data",
     )
     num_frames: int = setting(8, "frames sampled per clip", check=at_least(1), group="data")
@@ -162,8 +224,10 @@ def load_video_data(spec: VideoExperiment) -> VideoData:
         clips_per_class=spec.synthetic_clips_per_class
     )
     image_size = spec.resolved_image_size()
-    index = load_wlasl(data_dir, spec.val_split, spec.limit_classes or None, spec.class_order)
+    index = load_index(spec, data_dir)
     print(index.summary_line())
+    if spec.val_split == "test":
+        print(VAL_ON_TEST_WARNING, file=sys.stderr)
     inputs = prepare_video_inputs(
         index.over_whole_clips() if spec.frame_range == "clip" else index,
         spec.num_frames,
@@ -179,6 +243,20 @@ def load_video_data(spec: VideoExperiment) -> VideoData:
         seed=spec.seed,
     )
     return VideoData(index, inputs, str(data_dir), image_size)
+
+
+def load_index(spec: VideoExperiment, data_dir) -> WlaslIndex:
+    """The spec's clip index in `data_dir`: index file, splits, classes, clip layouts."""
+    return load_wlasl(
+        data_dir,
+        spec.val_split,
+        spec.limit_classes or None,
+        spec.class_order,
+        index_file=spec.index,
+        split=spec.split,
+        split_seed=spec.split_seed,
+        raw_videos=spec.raw_videos,
+    )
 
 
 def resolved(spec: VideoExperiment, data: VideoData) -> VideoExperiment:
@@ -242,17 +320,112 @@ def train(
     inputs = data.inputs.with_seed(spec.seed)
     if evaluate_test and inputs.test is None:
         print(f"No test metrics: {no_test_reason(data.index)}.")
-    return run_training(
+    run_dir = Path(run_dir) if run_dir else default_run_dir(spec)
+    measures = [*(trainer_options.pop("measure_callbacks", None) or []), TopKMetrics(inputs.val)]
+    summary = run_training(
         lambda: build_model(spec, data),
         inputs.train,
         inputs.val,
         inputs.steps_per_epoch,
         spec,
-        Path(run_dir) if run_dir else default_run_dir(spec),
+        run_dir,
         summary_extra=dict(class_names=data.index.class_names, **data.inputs.summary),
         test_data=inputs.test if evaluate_test else None,
+        measure_callbacks=measures,
         **trainer_options,
     )
+    if summary.get("status") == "completed" and (run_dir / "best.keras").exists():
+        test = inputs.test if evaluate_test else None
+        summary.update(report_selected(run_dir, data.index.class_names, inputs.val, test))
+        atomic_write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def report_selected(run_dir: Path, class_names: list[str], val, test) -> dict:
+    """Top-k of the selected model (`best.keras`, chosen on val) on val and, once, on test.
+
+    Per instance and per class (`<split>_top<k>_accuracy`, `<split>_class_top<k>_accuracy`,
+    k in 1, 5, 10 below the class count) into the returned dict (for summary.json) and
+    TensorBoard (`logs/selected`); `per_class.csv` (support, top-1 and top-5 per class and
+    split) and `confusion_<split>.png` (up to 100 classes) in `run_dir`. Nothing is chosen
+    from these numbers.
+    """
+    model = keras.saving.load_model(run_dir / "best.keras", compile=False)
+    scores: dict = {}
+    rows = []
+    for split, dataset in (("val", val), ("test", test)):
+        if dataset is None:
+            continue
+        labels, logits = predict_logits(model, dataset)
+        scores.update(top_k_scores(labels, logits, prefix=f"{split}_"))
+        rows += _per_class_rows(split, class_names, labels, logits)
+        if len(class_names) <= MAX_CONFUSION_CLASSES:
+            _confusion_png(run_dir / f"confusion_{split}.png", split, class_names, labels, logits)
+    _write_per_class(run_dir / "per_class.csv", rows, len(class_names))
+    writer = tf.summary.create_file_writer(str(run_dir / "logs" / "selected"))
+    with writer.as_default():
+        for name, value in scores.items():
+            tf.summary.scalar(name, value, step=0)
+    writer.close()
+    print(
+        "Selected model (best val): "
+        + ", ".join(f"{name.removesuffix('_accuracy')} {v:.4f}" for name, v in scores.items())
+    )
+    return scores
+
+
+def _per_class_rows(split, class_names, labels, logits) -> list[dict]:
+    top = np.argsort(-logits, axis=-1, kind="stable")
+    rows = []
+    for c, name in enumerate(class_names):
+        chosen = labels == c
+        row = dict(split=split, class_index=c, gloss=name, support=int(chosen.sum()))
+        for k in (1, 5):
+            if k in top_k_values(len(class_names)):
+                hit = (top[chosen, :k] == c).any(-1)
+                row[f"top{k}_accuracy"] = float(hit.mean()) if chosen.any() else ""
+        rows.append(row)
+    return rows
+
+
+def _write_per_class(path: Path, rows: list[dict], num_classes: int) -> None:
+    columns = ["split", "class_index", "gloss", "support", "top1_accuracy"]
+    if 5 in top_k_values(num_classes):
+        columns.append("top5_accuracy")
+    lines = [",".join(columns)]
+    for row in rows:
+        lines.append(",".join(_csv_cell(row.get(c, "")) for c in columns))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _csv_cell(value) -> str:
+    text = f"{value:.6f}" if isinstance(value, float) else str(value)
+    return f'"{text}"' if any(ch in text for ch in ',"\n') else text
+
+
+def _confusion_png(path: Path, split, class_names, labels, logits) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(class_names)
+    matrix = np.zeros((n, n), dtype=np.int64)
+    np.add.at(matrix, (labels, logits.argmax(-1)), 1)
+    rows = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)  # per true class
+    side = min(4 + 0.16 * n, 20)
+    fig, ax = plt.subplots(figsize=(side, side))
+    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    ticks = np.arange(n)
+    size = max(3, 9 - n // 15)
+    ax.set_xticks(ticks, class_names, rotation=90, fontsize=size)
+    ax.set_yticks(ticks, class_names, fontsize=size)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{split}: confusion of the selected model (rows: share of each true class)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def no_test_reason(index: WlaslIndex) -> str:
@@ -338,6 +511,7 @@ def prepare_video_inputs(
         skipped_files=train_skipped + val_skipped + test_skipped,
         backbone_weights_used=weights_used,
         frozen_backbone_is_random=weights_used == "random",
+        frame_encoder=frame_encoder_record(backbone, weights_used, encoder_key),
     )
 
     if feature_cache and sampling in DETERMINISTIC_MODES:
@@ -433,6 +607,21 @@ def prepare_video_inputs(
         summary=summary,
         reseed=decoded_train,
     )
+
+
+def frame_encoder_record(backbone: str, weights_used: str, encoder_key: str) -> dict:
+    """What ties a head-only `best.keras` to the frozen encoder its features came from.
+
+    `weights_sha256` is the weights' sha256 prefix where the weights carry one (EfficientNet-
+    Lite0's ImageNet file, a weights file); `key_sha256` hashes the feature cache's encoder key
+    (backbone, weights, frame side, pooling and, for a random encoder, its calibration clips).
+    """
+    record = dict(name=backbone, weights=weights_used, key=encoder_key)
+    kind, _, digest = weights_used.partition("-")
+    if kind in ("imagenet", "file") and digest:
+        record["weights_sha256"] = digest
+    record["key_sha256"] = hashlib.sha256(encoder_key.encode()).hexdigest()
+    return record
 
 
 def _calibrate(encoder, records, num_frames, image_size, crop_bbox) -> str:

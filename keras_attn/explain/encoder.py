@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 
 from keras_attn.data.video import VideoDecodeError, check_clip
-from keras_attn.data.wlasl import ClipRecord, WlaslIndex, load_wlasl
+from keras_attn.data.wlasl import ClipRecord, WlaslIndex
 from keras_attn.errors import UserError
 from keras_attn.experiments import video as video_experiment
 from keras_attn.experiments.video import VideoExperiment
@@ -31,8 +31,7 @@ def run_index(spec: VideoExperiment, run_dir: Path | None) -> WlaslIndex:
     `data_dir` is relative to where training ran: tried as given, then under each folder
     above the run directory (`runs/video/<run>` sits three levels below it).
     """
-    data_dir = _find_data_dir(spec.data_dir, run_dir)
-    return load_wlasl(data_dir, spec.val_split, spec.limit_classes or None, spec.class_order)
+    return video_experiment.load_index(spec, _find_data_dir(spec.data_dir, run_dir))
 
 
 def _find_data_dir(data_dir: str | None, run_dir: Path | None) -> Path:

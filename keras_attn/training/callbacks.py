@@ -130,12 +130,72 @@ class EpochLine(keras.callbacks.Callback):
             ("accuracy", "train_acc"),
             ("val_loss", "val_loss"),
             ("val_accuracy", "val_acc"),
+            ("val_top5_accuracy", "val_top5"),
+            ("val_top10_accuracy", "val_top10"),
+            ("val_class_top1_accuracy", "val_class_acc"),
         ):
             if key in logs:
                 parts.append(f"{label}={logs[key]:.4f}")
         print(" | ".join(parts), flush=True)
         if self.on_epoch is not None:
             self.on_epoch(epoch + 1, logs)
+
+
+TOP_K = (1, 5, 10)
+
+
+def top_k_values(num_classes: int) -> list[int]:
+    """The k of top-k worth reporting: 1, 5 and 10 where k is smaller than the class count."""
+    return [k for k in TOP_K if k == 1 or k < num_classes]
+
+
+def top_k_scores(labels: np.ndarray, logits: np.ndarray, prefix: str = "") -> dict:
+    """Top-k accuracy per instance (`<prefix>top<k>_accuracy`) and per class, the mean over
+    the classes present (`<prefix>class_top<k>_accuracy`), for `top_k_values`.
+
+    A tie with the true class's logit counts against it, so ties never flatter a model.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    logits = np.asarray(logits, dtype=np.float32)
+    true = logits[np.arange(len(labels)), labels]
+    rank = (logits > true[:, None]).sum(-1) + (logits == true[:, None]).sum(-1) - 1
+    present = np.unique(labels)
+    out = {}
+    for k in top_k_values(logits.shape[-1]):
+        hit = rank < k
+        out[f"{prefix}top{k}_accuracy"] = float(hit.mean())
+        out[f"{prefix}class_top{k}_accuracy"] = float(
+            np.mean([hit[labels == c].mean() for c in present])
+        )
+    return out
+
+
+def predict_logits(model, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """`(labels, logits)` of `model` over `(x, int label)` batches, in order."""
+    labels, logits = [], []
+    for x, y in dataset:
+        logits.append(np.asarray(model.predict_on_batch(x), dtype=np.float32))
+        labels.append(np.asarray(y))
+    return np.concatenate(labels), np.concatenate(logits)
+
+
+class TopKMetrics(keras.callbacks.Callback):
+    """Adds validation top-k accuracies, per instance and per class, to the epoch logs.
+
+    One extra pass over `val_data` (`(x, int label)` batches) per epoch; as a measure
+    callback its values reach history.csv, TensorBoard and the epoch line. `val_top1_accuracy`
+    is Keras' `val_accuracy` computed again (so the two must agree).
+    """
+
+    def __init__(self, val_data):
+        super().__init__()
+        self.val_data = val_data
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        labels, logits = predict_logits(self.model, self.val_data)
+        logs.update(top_k_scores(labels, logits, prefix="val_"))
 
 
 class EpochBackup(keras.callbacks.Callback):
