@@ -13,10 +13,10 @@ import keras
 import numpy as np
 import pytest
 from cli_runner import OFFLINE, run_cli
+from sign_clips import tiny_sign_clips
 from test_train_video_cli import _h264
 
 import keras_attn  # noqa: F401  (registers the layers for load_model)
-from keras_attn.data.synthetic_video import ensure_synthetic_videos
 from keras_attn.data.wlasl import load_wlasl
 from keras_attn.errors import UserError
 from keras_attn.experiments import video as video_experiment
@@ -193,15 +193,7 @@ def test_a_video_head_explains_clips_through_the_encoder_rebuilt_from_its_config
 ):
     """A head on cached features of a random encoder, untrained, in a hand-made run dir:
     explain rebuilds and calibrates the encoder, and shades the sign of an index clip."""
-    data = ensure_synthetic_videos(
-        tmp_path / "synthetic",
-        num_classes=2,
-        clips_per_class=6,
-        num_signers=3,
-        val_signers=1,
-        test_signers=1,
-        image_size=32,
-    )
+    data = tiny_sign_clips(tmp_path / "synthetic")
     index = load_wlasl(data)
     spec = VideoExperiment(
         data_dir=str(data), image_size=32, num_frames=3, backbone_weights="none", width=8

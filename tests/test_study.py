@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from cli_runner import OFFLINE, ROOT
+from sign_clips import tiny_sign_clips
 
-from keras_attn.data.synthetic_video import ensure_synthetic_videos
 from keras_attn.data.wlasl import ClipRecord, WlaslIndex
 from keras_attn.errors import UserError
 from keras_attn.experiments.image import ImageExperiment
@@ -189,15 +189,7 @@ def test_a_diverging_variant_is_counted_as_failed_and_the_study_goes_on(tmp_path
 
 @pytest.mark.slow
 def test_a_video_study_scores_temporal_weights_against_the_sign(tmp_path):
-    data = ensure_synthetic_videos(
-        tmp_path / "synthetic",
-        num_classes=2,
-        clips_per_class=6,
-        num_signers=3,
-        val_signers=1,
-        test_signers=1,
-        image_size=32,
-    )
+    data = tiny_sign_clips(tmp_path / "synthetic")
     args = ["video", "--temporal", "tcn", "--seeds", "2", "--epochs", "2", "--image-size", "32"]
     args += ["--data-dir", str(data), "--cache-dir", "cache", "--out", "study"]
     done = study(args, tmp_path)

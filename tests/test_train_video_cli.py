@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from cli_runner import run_cli, run_main, run_to_the_end
+from sign_clips import tiny_sign_clips
 
-from keras_attn.data.synthetic_video import ensure_synthetic_videos
 from keras_attn.data.wlasl import load_wlasl
 from keras_attn.experiments import video as video_experiment
 
@@ -63,15 +63,7 @@ def test_bad_flags_are_one_line_and_exit_2(args, message, monkeypatch, tmp_path,
 def test_the_script_hands_the_trainer_cached_features_and_the_head(monkeypatch, tmp_path, capsys):
     """The fast twin of the smoke run: train_video.py's main in this process, frozen
     features computed and cached, up to run_training, which only checks what it is given."""
-    data = ensure_synthetic_videos(
-        tmp_path / "synthetic",
-        num_classes=2,
-        clips_per_class=6,
-        num_signers=3,
-        val_signers=1,
-        test_signers=1,
-        image_size=32,
-    )
+    data = tiny_sign_clips(tmp_path / "synthetic")
     given = {}
 
     def trainer(build, train_data, val_data, steps, spec, run_dir, summary_extra, **options):
@@ -121,15 +113,7 @@ def test_the_script_hands_the_trainer_cached_features_and_the_head(monkeypatch, 
 def test_a_run_scores_the_readable_test_clips_once(monkeypatch, tmp_path, capsys):
     """A real (tiny) run: the best-val model is scored on the test split's readable clips,
     once, after training; a corrupt test clip is named and counted, never scored."""
-    data = ensure_synthetic_videos(
-        tmp_path / "synthetic",
-        num_classes=2,
-        clips_per_class=6,
-        num_signers=3,
-        val_signers=1,
-        test_signers=1,
-        image_size=32,
-    )
+    data = tiny_sign_clips(tmp_path / "synthetic")
     index = load_wlasl(data)
     bad, *good = index.test
     assert len(good) >= 2
@@ -203,15 +187,7 @@ def test_a_run_scores_the_readable_test_clips_once(monkeypatch, tmp_path, capsys
 
 @pytest.mark.slow
 def test_one_epoch_smoke_run_and_a_warm_second_run(tmp_path):
-    data = ensure_synthetic_videos(
-        tmp_path / "synthetic",
-        num_classes=2,
-        clips_per_class=6,
-        num_signers=3,
-        val_signers=1,
-        test_signers=1,
-        image_size=32,
-    )
+    data = tiny_sign_clips(tmp_path / "synthetic")
     args = [
         "--data-dir",
         str(data),

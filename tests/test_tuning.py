@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 from cli_runner import OFFLINE, ROOT
+from sign_clips import tiny_sign_clips
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from keras_attn.cli import main_guard
 from keras_attn.data.images import load_image_data
-from keras_attn.data.synthetic_video import ensure_synthetic_videos
 from keras_attn.experiments import image as image_experiment
 from tuning.__main__ import main
 from tuning.hypermodels import IMAGE_SPACE
@@ -308,15 +308,7 @@ def test_video_search_prepares_features_once_per_number_of_frames(monkeypatch, t
     monkeypatch.chdir(tmp_path)
     for name, value in OFFLINE.items():
         monkeypatch.setenv(name, value)
-    data = ensure_synthetic_videos(
-        tmp_path / "synthetic",
-        num_classes=2,
-        clips_per_class=6,
-        num_signers=3,
-        val_signers=1,
-        test_signers=1,
-        image_size=32,
-    )
+    data = tiny_sign_clips(tmp_path / "synthetic")
     argv = ["video", "--data-dir", str(data), "--image-size", "32", "--epochs", "1"]
     argv += ["--tuner", "grid", "--max-trials", "3", "--num-frames", "2,4"]
     argv += ["--temporal", "avg,gru", "--frame-attention", "none", "--width", "16"]

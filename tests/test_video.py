@@ -14,10 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from sign_clips import tiny_sign_clips
 
 from keras_attn.data import video
 from keras_attn.data.order import epoch_order
-from keras_attn.data.synthetic_video import ensure_synthetic_videos
 from keras_attn.data.video import (
     VideoDecodeError,
     check_clip,
@@ -440,15 +440,7 @@ def test_clip_dataset_rejects_random_for_evaluation(five_clips):
 @pytest.fixture(scope="module")
 def sign_set(tmp_path_factory):
     """Tiny synthetic sign clips: 2 classes, one signer each for train, val and test."""
-    return ensure_synthetic_videos(
-        tmp_path_factory.mktemp("signs"),
-        num_classes=2,
-        clips_per_class=6,
-        num_signers=3,
-        val_signers=1,
-        test_signers=1,
-        image_size=32,
-    )
+    return tiny_sign_clips(tmp_path_factory.mktemp("signs"))
 
 
 def prepare(index, cache_dir, feature_cache):
