@@ -2,7 +2,7 @@
 
     python benchmarks/image_step.py [--steps 20] [--repeats 3] [--batch 64]
         [--backbones small_cnn,mobilenet_v2] [--attention none,channel,spatial,cbam,linear]
-        [--jit-compile auto|on|off]
+        [--jit-compile auto|on|off] [--mixed-precision auto|on|bf16|off] [--legacy-cbam]
 
 Each model is `build_image_model(6, size, backbone, attention)` with the settings of an
 `ImageExperiment()` (6 synthetic classes, dropout 0.2, reduction 8, kernel 7, seed 0; random
@@ -21,7 +21,13 @@ images/s = steps * batch / seconds. Each repeat measures every variant once, in 
 the table gives the median over repeats.
 
 overhead = none_img_per_s / variant_img_per_s - 1 (medians, same backbone). Goals (issue 6):
-CBAM <= 10% on MobileNetV2; channel and spatial <= 10% on the small CNN.
+CBAM <= 10% on MobileNetV2; channel and spatial <= 10% on the small CNN; (issue 16) CBAM
+<= 10% on small_cnn and resnet_small, float32 and bf16.
+
+`--legacy-cbam` adds a `cbam_old` variant: the same model with the gate layers as they were
+before issue 16 part 3 (`legacy_gates.py`, swapped into the registry while it is built),
+so old and new are timed side by side in one run. Each repeat also gives the per-repeat
+ratio variant / none (the spread of the overhead), printed as min..max.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import keras_attn.layers as attention_layers  # noqa: E402
 from keras_attn.data.images import SYNTHETIC_PER_CLASS  # noqa: E402
 from keras_attn.experiments import image as image_experiment  # noqa: E402
 from keras_attn.experiments.image import ImageExperiment  # noqa: E402
@@ -48,9 +55,16 @@ from keras_attn.layers import attention_names  # noqa: E402
 from keras_attn.training import acceleration  # noqa: E402
 from keras_attn.training.run import compile_for_training  # noqa: E402
 
-SIZES = {"small_cnn": 64, "mobilenet_v2": 96, "densenet": 32}
+SIZES = {"small_cnn": 64, "resnet_small": 64, "mobilenet_v2": 96, "densenet": 32}
+LEGACY = "cbam_old"  # --legacy-cbam: cbam built with benchmarks/legacy_gates.py
 NUM_CLASSES = 6  # the synthetic set's
-GOALS = [("mobilenet_v2", "cbam"), ("small_cnn", "channel"), ("small_cnn", "spatial")]
+GOALS = [
+    ("mobilenet_v2", "cbam"),
+    ("small_cnn", "channel"),
+    ("small_cnn", "spatial"),
+    ("small_cnn", "cbam"),
+    ("resnet_small", "cbam"),
+]
 GOAL_MAX = 0.10
 
 
@@ -69,10 +83,26 @@ def image_model(spec: ImageExperiment, num_classes: int, size: int):
     return functools.partial(image_experiment.classifier, spec, num_classes, size)
 
 
-def compiled_image_model(spec: ImageExperiment, steps_per_epoch: int) -> keras.Model:
-    """The classifier of `spec` at `SIZES[spec.backbone]`, compiled by the run's trainer."""
+def compiled_image_model(
+    spec: ImageExperiment, steps_per_epoch: int, legacy: bool = False
+) -> keras.Model:
+    """The classifier of `spec` at `SIZES[spec.backbone]`, compiled by the run's trainer;
+    `legacy`: with the gate layers of before issue 16 part 3 (`legacy_gates.py`)."""
     build = image_model(spec, NUM_CLASSES, SIZES[spec.backbone])
-    return compile_for_training(build, spec, steps_per_epoch)
+    if not legacy:
+        return compile_for_training(build, spec, steps_per_epoch)
+    import legacy_gates
+
+    saved = dict(attention_layers.ATTENTION)
+    attention_layers.ATTENTION.update(
+        channel=legacy_gates.LegacyChannelAttention,
+        spatial=legacy_gates.LegacySpatialAttention,
+        cbam=legacy_gates.LegacyCBAM,
+    )
+    try:
+        return compile_for_training(build, spec, steps_per_epoch)
+    finally:
+        attention_layers.ATTENTION.update(saved)
 
 
 def repeated_batch(batch: int, size: int, num_classes: int, seed: int = 0) -> tf.data.Dataset:
@@ -133,6 +163,17 @@ def main() -> None:
     parser.add_argument(
         "--jit-compile", default="auto", choices=("auto", "on", "off"), help="XLA, as in a run"
     )
+    parser.add_argument(
+        "--mixed-precision",
+        default=ImageExperiment().mixed_precision,
+        choices=acceleration.PRECISIONS,
+        help="as a run's --mixed-precision (default: the experiment's)",
+    )
+    parser.add_argument(
+        "--legacy-cbam",
+        action="store_true",
+        help=f"also time {LEGACY}: cbam with the gate layers before issue 16 part 3",
+    )
     args = parser.parse_args()
 
     for name in ("steps", "repeats", "batch"):
@@ -149,7 +190,11 @@ def main() -> None:
     if "none" not in attentions:
         attentions.insert(0, "none")  # the overhead's reference
 
-    spec = ImageExperiment().replace(batch_size=args.batch, jit_compile=args.jit_compile)
+    if args.legacy_cbam:
+        attentions.append(LEGACY)
+    spec = ImageExperiment().replace(
+        batch_size=args.batch, jit_compile=args.jit_compile, mixed_precision=args.mixed_precision
+    )
     # The default synthetic run's steps per epoch (only the schedule depends on it).
     steps_per_epoch = math.ceil(
         NUM_CLASSES * (spec.train_per_class or SYNTHETIC_PER_CLASS) / spec.batch_size
@@ -159,7 +204,8 @@ def main() -> None:
         f"batch {args.batch}, {args.steps} timed steps x {args.repeats} repeats (median), "
         f"{args.warmup} warm-up steps; AdamW lr {spec.lr} wd {spec.weight_decay}, label "
         f"smoothing {spec.label_smoothing}, XLA {acceleration.resolve(spec.jit_compile)}, mixed "
-        f"precision {acceleration.resolve(spec.mixed_precision)} (auto); random weights, "
+        f"precision {acceleration.resolve_precision(spec.mixed_precision)[0]} "
+        f"(--mixed-precision {spec.mixed_precision}); random weights, "
         f"{NUM_CLASSES} classes"
     )
 
@@ -169,8 +215,9 @@ def main() -> None:
         size = SIZES[backbone]
         datasets[backbone] = repeated_batch(args.batch, size, NUM_CLASSES)
         for attention in attentions:
-            variant = spec.replace(backbone=backbone, attention=attention)
-            model = compiled_image_model(variant, steps_per_epoch)
+            legacy = attention == LEGACY
+            variant = spec.replace(backbone=backbone, attention="cbam" if legacy else attention)
+            model = compiled_image_model(variant, steps_per_epoch, legacy=legacy)
             warm_up(model, datasets[backbone], args.warmup)
             variants.append((backbone, attention, model))
     for backbone, _, model in variants:  # a second untimed call each, in the timed order
@@ -188,14 +235,21 @@ def main() -> None:
     median = {key: statistics.median(values) for key, values in rates.items()}
     overhead = {(b, a): median[b, "none"] / median[b, a] - 1 for b, a in median}
     print()
-    print(f"{'backbone':<13}{'px':>4}  {'attention':<9}{'img/s':>9}  {'overhead':>9}  runs (img/s)")
+    print(
+        f"{'backbone':<13}{'px':>4}  {'attention':<9}{'img/s':>9}  {'overhead':>9}  "
+        f"{'per-repeat':>15}  runs (img/s)"
+    )
     for backbone, attention, _ in variants:
         key = (backbone, attention)
         runs = ", ".join(f"{r:.1f}" for r in rates[key])
         over = "-" if attention == "none" else f"{100 * overhead[key]:+.1f}%"
+        paired = [n / r - 1 for n, r in zip(rates[backbone, "none"], rates[key], strict=True)]
+        spread = (
+            "" if attention == "none" else (f"{100 * min(paired):+.0f}..{100 * max(paired):+.0f}%")
+        )
         print(
             f"{backbone:<13}{SIZES[backbone]:>4}  {attention:<9}{median[key]:9.1f}  {over:>9}  "
-            f"{runs}"
+            f"{spread:>15}  {runs}"
         )
     print()
 

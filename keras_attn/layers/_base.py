@@ -1,8 +1,10 @@
-"""Symbolic outputs for the layers whose `call` can also return attention weights."""
+"""Symbolic outputs for the layers whose `call` can also return attention weights, and the
+gates' shared pooling."""
 
 import inspect
 
 import keras
+from keras import ops
 
 
 class AttentionLayer(keras.layers.Layer):
@@ -22,3 +24,38 @@ class AttentionLayer(keras.layers.Layer):
         return keras.tree.map_shape_structure(
             lambda shape: keras.KerasTensor(shape, dtype=self.compute_dtype), shapes
         )
+
+
+def mean_and_max(x, axis):
+    """`concatenate([mean(x, axis), max(x, axis)], -1)` (keepdims) in one op of the graph's
+    backward: (B,H,W,C) -> (B,1,1,2C) for `axis=(1, 2)`, (B,H,W,2) for `axis=-1`.
+
+    The values are those of `ops.mean` and `ops.max`. The gradient is the one autodiff gives
+    (the mean's spread evenly, the max's shared evenly among tied maxima, as TensorFlow and
+    JAX both do), written as one expression: autodiff built it from a broadcast, an
+    equality, a cast, a sum, a division, a product and an addition of full-size tensors.
+    Tie counts are taken in float32 (exact under bfloat16 too).
+    """
+    axes = tuple(a % len(x.shape) for a in ((axis,) if isinstance(axis, int) else axis))
+
+    @ops.custom_gradient
+    def pooled(x):
+        mean = ops.mean(x, axis=axes, keepdims=True)
+        peak = ops.max(x, axis=axes, keepdims=True)
+
+        def grad(*args, upstream=None):
+            upstream = args[0] if upstream is None else upstream
+            d_mean, d_peak = ops.split(upstream, 2, axis=-1)
+            shape = ops.shape(x)
+            size = 1
+            for a in axes:
+                size = size * shape[a]
+            hit = ops.equal(x, peak)
+            ties = ops.sum(ops.cast(hit, "float32"), axis=axes, keepdims=True)
+            share = ops.cast(ops.cast(d_peak, "float32") / ties, x.dtype)
+            spread = ops.cast(ops.cast(d_mean, "float32") / ops.cast(size, "float32"), x.dtype)
+            return ops.cast(hit, x.dtype) * share + spread
+
+        return ops.concatenate([mean, peak], axis=-1), grad
+
+    return pooled(x)

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_attn.layers._base import AttentionLayer
+from keras_attn.layers._base import AttentionLayer, mean_and_max
 from keras_attn.layers._seeding import glorot, he
 
 
@@ -13,7 +13,9 @@ class ChannelAttention(AttentionLayer):
 
     The average- and max-pooled channel descriptors go through one shared
     two-layer MLP (`C -> max(C // reduction, min_hidden)` relu `-> C`); the two
-    results are summed, squashed by a sigmoid and multiply the input.
+    results are summed, squashed by a sigmoid and multiply the input. Both descriptors
+    come from one pooling op and pass through the MLP together (stacked), which is the
+    same function with fewer, larger ops.
 
     Args:
         reduction: int, channel reduction ratio of the MLP's hidden layer.
@@ -56,14 +58,16 @@ class ChannelAttention(AttentionLayer):
             name="output_bias", shape=(channels,), initializer="zeros"
         )
 
-    def _mlp(self, descriptor):
-        hidden = ops.relu(ops.matmul(descriptor, self.hidden_kernel) + self.hidden_bias)
-        return ops.matmul(hidden, self.output_kernel) + self.output_bias
-
     def call(self, inputs, training=None, return_attention=False):
-        average = ops.mean(inputs, axis=(1, 2), keepdims=True)
-        maximum = ops.max(inputs, axis=(1, 2), keepdims=True)
-        gate = ops.sigmoid(self._mlp(average) + self._mlp(maximum))
+        channels = inputs.shape[-1]
+        # Both descriptors in one pooling op, through the MLP's first layer in one matmul;
+        # its second layer is linear, so mlp(avg) + mlp(max) = (h_avg + h_max) W2 + 2 b2.
+        descriptors = ops.reshape(mean_and_max(inputs, axis=(1, 2)), (-1, 2, channels))
+        hidden = ops.relu(ops.matmul(descriptors, self.hidden_kernel) + self.hidden_bias)
+        logits = ops.matmul(ops.sum(hidden, axis=1), self.output_kernel) + 2.0 * self.output_bias
+        # The sigmoid in float32 (the compute dtype may be half precision).
+        gate = ops.cast(ops.sigmoid(ops.cast(logits, "float32")), inputs.dtype)
+        gate = ops.reshape(gate, (-1, 1, 1, channels))
         outputs = inputs * gate
         return (outputs, gate) if return_attention else outputs
 

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_attn.layers._base import AttentionLayer
+from keras_attn.layers._base import AttentionLayer, mean_and_max
 from keras_attn.layers._seeding import glorot
 
 
@@ -12,7 +12,7 @@ class SpatialAttention(AttentionLayer):
     """Spatial attention of CBAM: a per-position sigmoid gate from channel statistics.
 
     The channel-wise mean and max are stacked into a `(batch, height, width, 2)`
-    map, convolved to one channel (`kernel_size` x `kernel_size`, "same"),
+    map (one pooling op), convolved to one channel (`kernel_size` x `kernel_size`, "same"),
     optionally batch-normalised, squashed by a sigmoid and multiply the input.
 
     Args:
@@ -60,14 +60,11 @@ class SpatialAttention(AttentionLayer):
             self.norm.build((*input_shape[:-1], 1))
 
     def call(self, inputs, training=None, return_attention=False):
-        stats = ops.concatenate(
-            [ops.mean(inputs, axis=-1, keepdims=True), ops.max(inputs, axis=-1, keepdims=True)],
-            axis=-1,
-        )
-        logits = self.conv(stats)
+        logits = self.conv(mean_and_max(inputs, axis=-1))  # (B, H, W, 2): [mean, max]
         if self.norm is not None:
             logits = self.norm(logits, training=training)
-        attention = ops.sigmoid(logits)
+        # The sigmoid in float32 (the compute dtype may be half precision).
+        attention = ops.cast(ops.sigmoid(ops.cast(logits, "float32")), inputs.dtype)
         outputs = inputs * attention
         return (outputs, attention) if return_attention else outputs
 
