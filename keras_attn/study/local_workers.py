@@ -3,8 +3,7 @@
 The study process becomes the grid's chief (the same oracle the multi-machine grid
 uses, on 127.0.0.1) and starts N workers, each the same command with
 `KERASTUNER_TUNER_ID=worker<i>` and cores / N threads, so the processes share the cores
-instead of fighting over them: two one-thread processes trained 1.10-1.18x as many
-steps per second as one two-thread process on 2 cores (issue 16).
+instead of oversubscribing them.
 """
 
 from __future__ import annotations
