@@ -101,14 +101,6 @@ def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _correct(folder: Path, claim: Claim, run_dir: str) -> np.ndarray:
-    path = folder / claim.study / "runs" / Path(run_dir).name / "test_predictions.npz"
-    if not path.exists():
-        raise UserError(f"{path}: no such file (claim {claim.name})")
-    with np.load(path) as saved:
-        return saved["predicted"] == saved["label"]
-
-
 def recompute(folder: Path, claim: Claim) -> str:
     """The text the claim's statistic gives on the committed data."""
     runs = _runs(Path(folder), claim)
@@ -121,22 +113,20 @@ def recompute(folder: Path, claim: Claim) -> str:
         if claim.variant not in table.index:
             return "—"
         return diff_phrase(table.loc[claim.variant])
-    by_seed = {
-        variant: {
-            int(r.seed): _correct(folder, claim, r.run_dir)
-            for r in done[done["variant"] == variant].itertuples()
-        }
-        for variant in (claim.variant, claim.baseline)
-    }
-    seeds = sorted(set(by_seed[claim.variant]) & set(by_seed[claim.baseline]))
-    if not seeds:
+    # The report's own test comparison, on the committed copies of the runs' predictions.
+    committed = Path(folder) / claim.study / "runs"
+    runs = runs.assign(run_dir=[str(committed / Path(r).name) for r in runs["run_dir"]])
+    runs = runs[runs["variant"].isin([claim.variant, claim.baseline])]
+    for run_dir in runs.loc[runs["status"] == stats.COMPLETED, "run_dir"]:
+        if not (Path(run_dir) / "test_predictions.npz").exists():
+            raise UserError(f"{run_dir}/test_predictions.npz: no such file (claim {claim.name})")
+    table = comparisons.comparison_table(runs, claim.baseline)
+    if claim.variant not in table.index:
         return "—"
-    a = np.stack([by_seed[claim.variant][s] for s in seeds])
-    b = np.stack([by_seed[claim.baseline][s] for s in seeds])
-    result = comparisons.compare(a, b)
-    if math.isnan(result.low):
-        return signed(result.diff)
-    return f"{signed(result.diff)} {ci(result.low, result.high)}"
+    row = table.loc[claim.variant]
+    if math.isnan(row["low"]):
+        return signed(row["diff"])
+    return f"{signed(row['diff'])} {ci(row['low'], row['high'])}"
 
 
 def check(folder: str | Path) -> int:

@@ -30,6 +30,7 @@ from keras_attn.training.callbacks import (
     HistoryCSV,
     LearningRateLogger,
     PatienceStop,
+    predict_logits,
 )
 from keras_attn.training.config import TrainingSpec
 from keras_attn.training.distribute import distribution_strategy
@@ -314,7 +315,7 @@ def evaluate_best(
         best = last_model
     else:
         best = keras.saving.load_model(Path(run_dir) / "best.keras", compile=False)
-    labels, logits = _test_logits(best, test_data)
+    labels, logits = predict_logits(best, test_data)
     scores = _scores(cfg, labels, logits)
     arrays = dict(
         label=labels.astype(np.int16),
@@ -324,7 +325,7 @@ def evaluate_best(
     result = dict(test_accuracy=scores["accuracy"], test_loss=scores["loss"])
     if last_model is not None:
         _, last_logits = (
-            (labels, logits) if best is last_model else _test_logits(last_model, test_data)
+            (labels, logits) if best is last_model else predict_logits(last_model, test_data)
         )
         last = _scores(cfg, labels, last_logits)
         result.update(test_accuracy_last=last["accuracy"], test_loss_last=last["loss"])
@@ -333,14 +334,6 @@ def evaluate_best(
     with atomic_path(Path(run_dir) / "test_predictions.npz") as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
     return result
-
-
-def _test_logits(model: keras.Model, test_data: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    labels, logits = [], []
-    for x, y in test_data:
-        logits.append(np.asarray(model.predict_on_batch(x), dtype=np.float32))
-        labels.append(np.asarray(y))
-    return np.concatenate(labels), np.concatenate(logits)
 
 
 def _scores(cfg: TrainingSpec, labels: np.ndarray, logits: np.ndarray) -> dict:
