@@ -58,9 +58,7 @@ def check_port_free(ip: str, port: int) -> None:
             ) from None
 
 
-def serve_oracle(
-    tuner, ip: str, port: int, poll_seconds: float = 0.5, workers_alive=None
-) -> None:
+def serve_oracle(tuner, ip: str, port: int, poll_seconds: float = 0.5, workers_alive=None) -> None:
     """The chief: serves the tuner's oracle to the workers until the search is over.
 
     What `tuner.search()` does on a chief in Keras Tuner 1.4.8 (its `OracleServicer`),

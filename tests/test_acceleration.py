@@ -54,9 +54,10 @@ def test_a_spec_holds_what_auto_resolved_to_so_the_run_records_its_precision():
     # An explicit choice is kept, and it is part of what names the run.
     for choice in ("on", "bf16", "off"):
         assert TrainingSpec(mixed_precision=choice).mixed_precision == choice
-    assert TrainingSpec(mixed_precision="off").run_name() != TrainingSpec(
-        mixed_precision="bf16"
-    ).run_name()
+    assert (
+        TrainingSpec(mixed_precision="off").run_name()
+        != TrainingSpec(mixed_precision="bf16").run_name()
+    )
     # A config.json from before auto was resolved reads back as what it computed in then.
     assert TrainingSpec.upgrade({"mixed_precision": "auto"}) == {"mixed_precision": "off"}
     line = acceleration.precision_line(here)

@@ -141,6 +141,8 @@ def test_the_committed_findings_hold_and_the_cli_says_so():
     assert "FAIL" not in done.stdout
     missing = _check("no/such/folder")
     assert missing.returncode == 2
-    assert missing.stderr.strip().splitlines()[-1].endswith(
-        "no/such/folder/findings.toml: no such file (the findings' claims)"
+    assert (
+        missing.stderr.strip()
+        .splitlines()[-1]
+        .endswith("no/such/folder/findings.toml: no such file (the findings' claims)")
     )

@@ -243,9 +243,7 @@ def main():
     out = Path(study.out or os.path.join("runs", "study", args.kind))
     role, ip, port = distributed_role()
     if study.seeds == seed_rule.AUTO and (role != "single" or study.workers > 1):
-        raise UserError(
-            "--seeds auto runs in one process; give a number of seeds to share a grid"
-        )
+        raise UserError("--seeds auto runs in one process; give a number of seeds to share a grid")
     if study.workers > 1 and role != "single":
         raise UserError("--workers starts its own workers: not with KERASTUNER_* variables")
     if role == "chief":

@@ -3,7 +3,8 @@
 The study process becomes the grid's chief (the same oracle the multi-machine grid
 uses, on 127.0.0.1) and starts N workers, each the same command with
 `KERASTUNER_TUNER_ID=worker<i>` and cores / N threads, so the processes share the cores
-instead of oversubscribing them.
+instead of oversubscribing them. The workers' output reaches the user through the
+chief a whole line at a time, so two workers' lines never splice into one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
+from typing import IO
 
 from keras_attn.errors import UserError
 
@@ -48,6 +51,16 @@ class LocalWorkers:
     def __init__(self, workers: int, argv: Sequence[str], ip: str, port: int):
         self.workers, self.argv, self.ip, self.port = workers, list(argv), ip, port
         self.processes: list[subprocess.Popen] = []
+        self.relays: list[threading.Thread] = []
+        self.lock = threading.Lock()
+
+    def relay(self, source: IO[str], target: IO[str]) -> None:
+        # A worker's pipe, copied line by line; the lock keeps each line whole.
+        for line in source:
+            with self.lock:
+                target.write(line)
+                target.flush()
+        source.close()
 
     def __enter__(self) -> LocalWorkers:
         threads = threads_per_worker(self.workers)
@@ -55,7 +68,19 @@ class LocalWorkers:
         command = [sys.executable, "-m", "keras_attn.study", *self.argv, "--workers", "1"]
         for index in range(self.workers):
             env = worker_env(index, self.ip, self.port, threads)
-            self.processes.append(subprocess.Popen(command, env=env))
+            process = subprocess.Popen(
+                command,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                bufsize=1,
+            )
+            self.processes.append(process)
+            for source, target in ((process.stdout, sys.stdout), (process.stderr, sys.stderr)):
+                thread = threading.Thread(target=self.relay, args=(source, target), daemon=True)
+                thread.start()
+                self.relays.append(thread)
         print(
             f"[study] {self.workers} local workers, {threads} thread(s) each, "
             f"grid served on {self.ip}:{self.port}",
@@ -72,6 +97,8 @@ class LocalWorkers:
                 if process.poll() is None:
                     process.terminate()
         codes = [process.wait() for process in self.processes]
+        for thread in self.relays:
+            thread.join()
         if kind is None and any(codes):
             failed = ", ".join(f"worker{i} ({c})" for i, c in enumerate(codes) if c)
             raise UserError(f"local workers exited with an error: {failed}")
