@@ -2,6 +2,7 @@
 
     python benchmarks/profile_step.py [--backbone small_cnn] [--attention none,channel,spatial,cbam]
         [--steps 10] [--batch 64] [--top 10] [--logdir runs/profile]
+        [--mixed-precision auto|on|bf16|off]
 
 Each model is built and compiled exactly as in `image_step.py` (an `ImageExperiment()`'s
 settings, compiled by the run's trainer, `compile_for_training`), warmed
@@ -24,6 +25,7 @@ import collections
 import math
 from pathlib import Path
 
+import keras
 import tensorflow as tf
 from image_step import (
     NUM_CLASSES,
@@ -39,6 +41,7 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2
 from keras_attn.data.images import SYNTHETIC_PER_CLASS
 from keras_attn.experiments.image import ImageExperiment
 from keras_attn.layers import attention_names
+from keras_attn.training import acceleration
 
 
 def op_times_ms(logdir: Path) -> dict[str, float]:
@@ -65,6 +68,19 @@ def op_times_ms(logdir: Path) -> dict[str, float]:
     return dict(totals)
 
 
+def profile_fit(
+    model: keras.Model, ds: tf.data.Dataset, steps: int, logdir: Path
+) -> tuple[float, dict[str, float]]:
+    """`steps` training steps of a compiled, warmed-up `model` under the profiler: the wall
+    milliseconds per step and the milliseconds per step of each op type."""
+    clock = StepClock()
+    tf.profiler.experimental.start(str(logdir))
+    model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[clock])
+    tf.profiler.experimental.stop()
+    ops = {k: v / steps for k, v in op_times_ms(logdir).items()}
+    return 1e3 * clock.seconds / steps, ops
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="small_cnn", choices=sorted(SIZES))
@@ -73,6 +89,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=ImageExperiment().batch_size)
     parser.add_argument("--top", type=int, default=10, help="op types shown per model")
     parser.add_argument("--logdir", default="runs/profile")
+    parser.add_argument(
+        "--mixed-precision",
+        default=ImageExperiment().mixed_precision,
+        choices=acceleration.PRECISIONS,
+        help="as a run's --mixed-precision (default: the experiment's)",
+    )
     args = parser.parse_args()
     attentions = [a for a in args.attention.split(",") if a]
     for a in attentions:
@@ -84,27 +106,25 @@ def main() -> None:
         attentions.insert(0, "none")
 
     size = SIZES[args.backbone]
-    spec = ImageExperiment().replace(backbone=args.backbone, batch_size=args.batch)
+    spec = ImageExperiment().replace(
+        backbone=args.backbone, batch_size=args.batch, mixed_precision=args.mixed_precision
+    )
     steps_per_epoch = math.ceil(
         NUM_CLASSES * (spec.train_per_class or SYNTHETIC_PER_CLASS) / spec.batch_size
     )
     ds = repeated_batch(args.batch, size, NUM_CLASSES)
     print(machine_line())
-    print(f"{args.backbone} at {size} px, batch {args.batch}, {args.steps} profiled steps")
+    print(
+        f"{args.backbone} at {size} px, batch {args.batch}, {args.steps} profiled steps, "
+        f"{acceleration.precision_line(spec.mixed_precision)}"
+    )
 
     per_step: dict[str, dict[str, float]] = {}
     for attention in attentions:
         model = compiled_image_model(spec.replace(attention=attention), steps_per_epoch)
         warm_up(model, ds, 3)
         logdir = Path(args.logdir) / attention
-        clock = StepClock()
-        tf.profiler.experimental.start(str(logdir))
-        model.fit(
-            ds, epochs=1, steps_per_epoch=args.steps, verbose=0, shuffle=False, callbacks=[clock]
-        )
-        tf.profiler.experimental.stop()
-        wall_ms = 1e3 * clock.seconds / args.steps
-        ops = {k: v / args.steps for k, v in op_times_ms(logdir).items()}
+        wall_ms, ops = profile_fit(model, ds, args.steps, logdir)
         per_step[attention] = ops
         print(
             f"\n{attention}: {wall_ms:.1f} ms wall per step, {sum(ops.values()):.1f} ms of op "
