@@ -8,14 +8,15 @@ frames through the encoder in batches stacked across clips, and stores one file 
     <cache_dir>/<sha256(encoder_key)[:16]>/<clip key>.npz   (features, mask, frame_indices)
 
 The clip key is the sha256 of: `encoder_key` (the caller's name for the encoder: backbone,
-weights identity such as "imagenet" or a weights file's sha256, input size, output kind), the
-video's absolute path, size and mtime_ns, the clip's frame range, the number of frames, the
-sampling mode, the image size, the crop box (when cropping) and `CACHE_FORMAT`. Those determine
-the decoded frame indices, so a hit needs no video decoding at all; the indices and mask are
-stored with the features. Bump `CACHE_FORMAT` when decoding or sampling rules change.
-Files are written atomically (`keras_attn.files.atomic_write`); an unreadable cache file
-counts as a miss and is rewritten. Features are stored as float32, so cached and freshly
-computed features agree exactly.
+weights identity such as "imagenet" or a weights file's sha256, input size, output kind, the
+compute precision when not float32), the video's absolute path, size and mtime_ns, the clip's
+frame range, the number of frames, the sampling mode, the image size, the crop box (when
+cropping) and `CACHE_FORMAT`. Those determine the decoded frame indices, so a hit needs no
+video decoding at all; the indices and mask are stored with the features. Bump
+`CACHE_FORMAT` when decoding or sampling rules change. Files are written atomically
+(`keras_attn.files.atomic_write`); an unreadable cache file counts as a miss and is
+rewritten. Features are stored as float32, so cached and freshly computed features agree
+exactly.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = "data/cache/features"
 DETERMINISTIC_MODES = ("center", "uniform")
 CACHE_FORMAT = 1
+# Frames per encoder call (whole clips, at least one): the batch at which
+# benchmarks/frame_encoding.py measures EfficientNet-Lite0, the default frame encoder, encoding
+# the most frames per second at 224 px (WLASL's frame side). Until that benchmark's full run on
+# a quiet host (figures in benchmarks/RESULTS.md) it is the value used before it had a name.
+ENCODE_BATCH_FRAMES = 64
 
 
 class FeatureCache:
@@ -108,7 +114,7 @@ class FeatureCache:
         num_frames: int,
         mode: str,
         image_size: int,
-        batch_frames: int = 64,
+        batch_frames: int = ENCODE_BATCH_FRAMES,
         crop_bbox: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         """Features of every readable clip, from the cache or computed (and then cached).

@@ -37,6 +37,7 @@ from keras_attn.models.video import (
     calibrate_batchnorm,
 )
 from keras_attn.spec import at_least, fraction, like, non_negative, setting
+from keras_attn.training import acceleration
 from keras_attn.training.callbacks import (
     TopKMetrics,
     predict_logits,
@@ -241,6 +242,7 @@ def load_video_data(spec: VideoExperiment) -> VideoData:
         cache_dir=spec.cache_dir,
         batch_size=spec.batch_size,
         seed=spec.seed,
+        precision=spec.mixed_precision,
     )
     return VideoData(index, inputs, str(data_dir), image_size)
 
@@ -479,8 +481,13 @@ def prepare_video_inputs(
     cache_dir: str | None = None,
     batch_size: int = 4,
     seed: int = 0,
+    precision: str = "off",
 ) -> VideoInputs:
     """Scans the index's clips, builds the frozen encoder and the datasets.
+
+    The encoder computes in `precision` (`--mixed-precision`: `on`, `bf16`, `off`, `auto`),
+    the run's, and gives float32 features; any precision but float32 is part of the
+    feature cache's encoder key, so features of two precisions never share cache files.
 
     Features are cached unless `feature_cache` is off or `sampling` is "random"
     (fresh frames every epoch); validation and test always sample deterministically.
@@ -501,8 +508,11 @@ def prepare_video_inputs(
             else ""
         )
         raise UserError(f"{index.index_file}: no readable validation clip{hint}")
-    encoder, weights_used = build_frame_encoder(backbone, image_size, weights, feature_maps)
+    precision, _ = acceleration.resolve_precision(precision)
+    encoder, weights_used = frame_encoder(backbone, image_size, weights, feature_maps, precision)
     encoder_key = f"{backbone}-{weights_used}-{image_size}-{'map' if feature_maps else 'pooled'}"
+    if precision != "off":  # float32 keys stay as they were before precision was in them
+        encoder_key += "-" + acceleration.POLICIES[precision]
     if weights_used == "random":
         encoder_key += "-" + _calibrate(encoder, train_records, num_frames, image_size, crop_bbox)
     val_mode = sampling if sampling in DETERMINISTIC_MODES else "uniform"
@@ -511,7 +521,9 @@ def prepare_video_inputs(
         skipped_files=train_skipped + val_skipped + test_skipped,
         backbone_weights_used=weights_used,
         frozen_backbone_is_random=weights_used == "random",
-        frame_encoder=frame_encoder_record(backbone, weights_used, encoder_key),
+        frame_encoder=frame_encoder_record(
+            backbone, weights_used, encoder_key, acceleration.POLICIES[precision]
+        ),
     )
 
     if feature_cache and sampling in DETERMINISTIC_MODES:
@@ -609,14 +621,32 @@ def prepare_video_inputs(
     )
 
 
-def frame_encoder_record(backbone: str, weights_used: str, encoder_key: str) -> dict:
+def frame_encoder(
+    backbone: str,
+    image_size: int,
+    weights: str = "auto",
+    feature_maps: bool = False,
+    precision: str = "off",
+) -> tuple[keras.Model, str]:
+    """`build_frame_encoder` under the dtype policy of `precision` (`on`, `bf16`, `off`), as
+    a run encodes its frames: `(encoder, weights used)`, float32 features either way."""
+    with acceleration.precision_policy(precision):
+        return build_frame_encoder(backbone, image_size, weights, feature_maps)
+
+
+def frame_encoder_record(
+    backbone: str, weights_used: str, encoder_key: str, precision: str = "float32"
+) -> dict:
     """What ties a head-only `best.keras` to the frozen encoder its features came from.
 
-    `weights_sha256` is the weights' sha256 prefix where the weights carry one (EfficientNet-
-    Lite0's ImageNet file, a weights file); `key_sha256` hashes the feature cache's encoder key
-    (backbone, weights, frame side, pooling and, for a random encoder, its calibration clips).
+    `precision` is the dtype policy the encoder computed in (`float32`, `mixed_bfloat16`,
+    `mixed_float16`; its features are stored as float32). `weights_sha256` is the weights'
+    sha256 prefix where the weights carry one (EfficientNet-Lite0's ImageNet file, a weights
+    file); `key_sha256` hashes the feature cache's encoder key (backbone, weights, frame
+    side, pooling, the precision unless float32 and, for a random encoder, its calibration
+    clips).
     """
-    record = dict(name=backbone, weights=weights_used, key=encoder_key)
+    record = dict(name=backbone, weights=weights_used, key=encoder_key, precision=precision)
     kind, _, digest = weights_used.partition("-")
     if kind in ("imagenet", "file") and digest:
         record["weights_sha256"] = digest

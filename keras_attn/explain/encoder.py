@@ -3,9 +3,9 @@
 With the feature cache (the default) `best.keras` is only the head on cached features, so
 going from an `.mp4` to a prediction needs the encoder that made them. It is rebuilt with
 the builder training used (`build_frame_encoder`: backbone, weights, frame side, pooled
-features or feature maps) and checked against what the run recorded: `summary.json`'s
-`frame_encoder` record (name, weights) where the run has one, else its
-`backbone_weights_used`. A random encoder's BatchNorm statistics were calibrated on the
+features or feature maps, in the run's precision) and checked against what the run
+recorded: `summary.json`'s `frame_encoder` record (name, weights) where the run has one,
+else its `backbone_weights_used`. A random encoder's BatchNorm statistics were calibrated on the
 run's first training clips; they are calibrated again on the same clips, the same way.
 """
 
@@ -22,7 +22,7 @@ from keras_attn.data.wlasl import ClipRecord, WlaslIndex
 from keras_attn.errors import UserError
 from keras_attn.experiments import video as video_experiment
 from keras_attn.experiments.video import VideoExperiment
-from keras_attn.models.video import build_frame_encoder
+from keras_attn.training import acceleration
 
 
 def run_index(spec: VideoExperiment, run_dir: Path | None) -> WlaslIndex:
@@ -54,8 +54,12 @@ def rebuild_frame_encoder(
     Raises UserError when it cannot be rebuilt or is not the one the run recorded.
     """
     size = spec.resolved_image_size()
-    encoder, used = build_frame_encoder(
-        spec.backbone, size, spec.backbone_weights, feature_map=spec.frame_attention != "none"
+    encoder, used = video_experiment.frame_encoder(
+        spec.backbone,
+        size,
+        spec.backbone_weights,
+        feature_maps=spec.frame_attention != "none",
+        precision=acceleration.resolve_precision(spec.mixed_precision)[0],
     )
     check_recorded(summary, spec.backbone, used)
     if used == "random":

@@ -39,6 +39,9 @@ def build_frame_encoder(
 ) -> tuple[keras.Model, str]:
     """A frozen encoder: `(N,S,S,3)` pixels in [0, 255] -> `(N,D)` (`(N,h,w,C)` with `feature_map`).
 
+    Built under the global dtype policy (a run's: `acceleration.precision_policy`); its
+    features are float32 under every policy.
+
     `weights`: "imagenet", "none" (random), a weights file, or "auto" (ImageNet: for
     EfficientNet-Lite0 always, offline; for the MobileNets where cached or downloadable,
     else random with a loud warning). Returns the encoder and the weights actually used
@@ -76,6 +79,8 @@ def build_frame_encoder(
     x = net(x, training=False)
     if not feature_map:
         x = keras.layers.GlobalAveragePooling2D(name="frame_pool")(x)
+    if x.dtype != "float32":  # built under a mixed policy: features leave it as float32
+        x = keras.layers.Activation("linear", dtype="float32", name="features_float32")(x)
     encoder = keras.Model(frames, x, name=f"{backbone}_encoder")
     encoder.trainable = False
     return encoder, used

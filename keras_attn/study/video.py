@@ -44,12 +44,13 @@ def temporal_focus_frames(data: VideoData, spec: VideoExperiment) -> np.ndarray 
 
 
 # Settings of the temporal head and of training: a grid axis over them reuses the loaded
-# clips and cached features; any other axis (frames, encoder, data) loads its own.
+# clips and cached features; any other axis (frames, encoder, data) loads its own, and so
+# does one over mixed_precision (the encoder computes in the run's precision).
 HEAD_SETTINGS = ("temporal", "temporal_pool", "width", "tcn_kernel", "tcn_levels", "dropout")
 
 
 def _data_key(spec: VideoExperiment) -> tuple:
-    ignored = set(HEAD_SETTINGS) | set(TrainingSpec.names())
+    ignored = (set(HEAD_SETTINGS) | set(TrainingSpec.names())) - {"mixed_precision"}
     return tuple(sorted((k, str(v)) for k, v in spec.config().items() if k not in ignored))
 
 
