@@ -29,7 +29,7 @@ frames/s over calls of the encoder in a `tf.function`. Repeats are interleaved (
 and precision once, then again), median of `--repeats`. achieved GFLOP/s = FLOPs per
 example x examples/s; its fraction of each peak in the same precision.
 
-Then the model that reaches the smallest fraction of its precision's conv peak is profiled
+Then, per precision, the model that reaches the smallest fraction of the conv peak is profiled
 (`profile_step.profile_fit`: `--profile-steps` steps under TensorFlow's profiler) and its op
 types are listed by time, with each op type's FLOPs, so the ops that take time without
 doing matrix work are named.
@@ -280,27 +280,30 @@ def main() -> None:
 
     if args.profile_steps < 1:
         return
-    trained = [key for key in built if isinstance(built[key], Trained)]
-    if not trained:
-        return
-    worst = min(trained, key=fraction.get)
-    item = built[worst]
+    for precision in precisions:  # the worst training step of each precision
+        trained = [k for k in built if isinstance(built[k], Trained) and k[1] == precision]
+        if trained:
+            worst = min(trained, key=fraction.get)
+            print_profile(worst, built[worst], args.profile_steps, args.top)
+
+
+def print_profile(key: tuple[str, str], item: Trained, steps: int, top: int) -> None:
     with tempfile.TemporaryDirectory() as logdir:
-        wall_ms, op_ms = profile_fit(item.model, item.ds, args.profile_steps, Path(logdir))
+        wall_ms, op_ms = profile_fit(item.model, item.ds, steps, Path(logdir))
     total = sum(op_ms.values())
     print(
-        f"\nprofile of the lowest fraction of peak, {worst[0]} {worst[1]}: {wall_ms:.1f} ms "
+        f"\nprofile of the lowest fraction of peak in {key[1]}, {key[0]}: {wall_ms:.1f} ms "
         f"wall per step, {total:.1f} ms of op time per step (all threads)"
     )
     print(f"  {'op type':<34}{'ms/step':>9}{'time':>7}{'MFLOP/step':>12}{'GFLOP/s':>9}")
-    for op, ms in sorted(op_ms.items(), key=lambda kv: -kv[1])[: args.top]:
+    for op, ms in sorted(op_ms.items(), key=lambda kv: -kv[1])[:top]:
         mflop = item.flops.get(base_type(op), 0.0) / 1e6
         rate = f"{mflop / ms:9.1f}" if mflop else f"{'-':>9}"
         print(f"  {op:<34}{ms:9.2f}{100 * ms / total:6.1f}%{mflop:12.1f}{rate}")
     matrix_ms = sum(ms for op, ms in op_ms.items() if base_type(op) in MATRIX_OPS)
     print(
-        f"  matrix ops (fused forms included) {100 * matrix_ms / total:.0f}% of "
-        f"op time; the rest ({100 - 100 * matrix_ms / total:.0f}%) is what holds it back"
+        f"  matrix ops (fused forms included) {100 * matrix_ms / total:.0f}% of op time, "
+        f"everything else {100 - 100 * matrix_ms / total:.0f}%"
     )
 
 

@@ -46,11 +46,11 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = "data/cache/features"
 DETERMINISTIC_MODES = ("center", "uniform")
 CACHE_FORMAT = 1
-# Frames per encoder call (whole clips, at least one): the batch at which
-# benchmarks/frame_encoding.py measures EfficientNet-Lite0, the default frame encoder, encoding
-# the most frames per second at 224 px (WLASL's frame side). Until that benchmark's full run on
-# a quiet host (figures in benchmarks/RESULTS.md) it is the value used before it had a name.
-ENCODE_BATCH_FRAMES = 64
+# Frames per encoder call (whole clips, at least one). Measured by
+# benchmarks/frame_encoding.py (benchmarks/RESULTS.md section 10, float32, 2-core AMD host):
+# EfficientNet-Lite0 encodes fastest at 8 frames per call at 224 px and at 32 at 96 px; 16 is
+# within 11% of the best at both (64, the value before, lost 26% at 224 px).
+ENCODE_BATCH_FRAMES = 16
 
 
 class FeatureCache:
