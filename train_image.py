@@ -22,9 +22,8 @@ ImageExperiment.add_flags(parser)
 
 def main(argv=None):
     spec = spec_from_args(ImageExperiment, parser.parse_args(argv))
-    data = image.load_data(spec)
-    run_dir = image.default_run_dir(image.resolved(spec, data))
-    image.train(spec, data, run_dir)
+    run_dir = image.default_run_dir(image.resolved(spec))
+    image.train(spec, run_dir=run_dir)  # loads the data unless the run is already complete
     print(f"Run directory: {run_dir}  (tensorboard --logdir {run_dir})")
 
 

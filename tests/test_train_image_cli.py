@@ -92,6 +92,26 @@ def test_the_script_hands_the_trainer_the_model_data_and_run_dir(monkeypatch, tm
     assert not (tmp_path / "runs").exists()  # the trainer writes it, and it wrote nothing
 
 
+def test_a_finished_run_is_reported_without_loading_its_data(monkeypatch, tmp_path, capsys):
+    from keras_attn.training.run import finished_run
+
+    spec = image_experiment.resolved(image_experiment.ImageExperiment(epochs=1, run_dir="run"))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(spec.config(), default=str))
+    (run / "best.keras").write_bytes(b"")
+    summary = dict(status="completed", epochs_completed=1, best_val_accuracy=0.5)
+    (run / "summary.json").write_text(json.dumps(summary))
+    # Not scored on test yet: only run_training can do that, with the data.
+    assert finished_run(run, spec, test_scored=True) is None
+    (run / "summary.json").write_text(json.dumps({**summary, "test_accuracy": 0.4}))
+    assert finished_run(run, spec.replace(lr=1.0), test_scored=True) is None  # refused later
+    monkeypatch.setattr(image_experiment, "load_data", lambda *a, **k: pytest.fail("data loaded"))
+    run_to_the_end("train_image.py", ["--epochs", "1", "--run-dir", "run"], monkeypatch, tmp_path)
+    out = capsys.readouterr().out
+    assert "run is already complete; nothing to do.\nBest val_acc = 0.5000" in out
+
+
 @pytest.mark.slow
 def test_one_epoch_smoke_run_writes_a_complete_run_directory(tmp_path):
     done = _cli([*TINY, "--epochs", "1", "--run-dir", "run"], tmp_path)

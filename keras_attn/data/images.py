@@ -141,6 +141,7 @@ def load_image_data(
         raise UserError(f"image size must be at least 8 pixels, got {image_size}")
     if train_per_class is not None and train_per_class < 1:
         raise UserError(f"--train-per-class must be at least 1, got {train_per_class}")
+    image_size = image_size or default_image_size(source, clutter.canvas)
     if source == "synthetic":
         return _load_synthetic(
             data_dir,
@@ -151,8 +152,7 @@ def load_image_data(
             **synthetic_options,
         )
     if source == "folder":
-        size = image_size or DEFAULT_FOLDER_SIZE
-        data = _load_folder(data_dir, size, seed, val_fraction, memory_limit_gb)[0]
+        data = _load_folder(data_dir, image_size, seed, val_fraction, memory_limit_gb)[0]
     elif source in ("cifar10", "cifar100"):
         data = _load_cifar(source, image_size, seed, val_fraction, memory_limit_gb)
     elif source in MNIST_SOURCES:
@@ -162,6 +162,16 @@ def load_image_data(
     else:
         raise UserError(f"unknown data source {source!r}; choose one of {', '.join(SOURCES)}")
     return keep_per_class(data, train_per_class, seed) if train_per_class else data
+
+
+def default_image_size(source: str, canvas: int = Clutter.canvas) -> int | None:
+    """The side `load_image_data` gives `source`'s images when no size is asked for (None
+    for an unknown source): known without loading anything, so a run's resolved config is
+    too."""
+    if source.startswith("cluttered_"):
+        return canvas
+    sizes = {"synthetic": 64, "folder": DEFAULT_FOLDER_SIZE, "cifar10": 32, "cifar100": 32}
+    return sizes.get(source, 28 if source in MNIST_SOURCES else None)
 
 
 def keep_per_class(data: ImageData, count: int, seed: int) -> ImageData:
@@ -290,7 +300,7 @@ def _load_synthetic(
     unknown = set(options) - {"num_classes", "val_per_class", "test_per_class"}
     if unknown:
         raise TypeError(f"unknown synthetic options: {', '.join(sorted(unknown))}")
-    size = image_size or 64
+    size = image_size
     root = synthetic_images.ensure_synthetic_images(
         root=data_dir or "data/synthetic",
         image_size=size,
@@ -341,7 +351,7 @@ def _load_mnist(source, data_dir, image_size, seed, val_fraction, clutter, allow
         test_images=test[0],
         test_labels=np.asarray(test[1], np.int32),
         test_boxes=as_boxes(test[2]),
-        image_size=image_size or native,
+        image_size=image_size,
         augment="crop_pad",
         source=source,
         origin=arrays.source,
@@ -377,7 +387,7 @@ def _load_cifar(
             f"{name} is not cached in {cache} and could not be downloaded (no network?); "
             "use --data synthetic or --data folder --data-dir DIR"
         ) from None
-    size = image_size or 32
+    size = image_size
     if size != 32 and image_files.fits_in_memory(len(x_train) + len(x_test), size, memory_limit_gb):
         x_train, x_test = _resize_in_batches(x_train, size), _resize_in_batches(x_test, size)
     labels = y_train.reshape(-1).astype(np.int32)

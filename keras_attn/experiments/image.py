@@ -13,7 +13,7 @@ from pathlib import Path
 import keras
 
 from keras_attn.data.image_pipeline import AUGMENTATIONS
-from keras_attn.data.images import SOURCES, Clutter, ImageData, load_image_data
+from keras_attn.data.images import SOURCES, Clutter, ImageData, default_image_size, load_image_data
 from keras_attn.data.images import steps_per_epoch as image_steps_per_epoch
 from keras_attn.data.images import test_dataset as image_test_dataset
 from keras_attn.data.images import train_dataset as image_train_dataset
@@ -23,7 +23,7 @@ from keras_attn.models.backbones import BACKBONES, OFFLINE_IMAGENET
 from keras_attn.models.image import build_image_model, check_image_model_choices
 from keras_attn.spec import at_least, fraction, like, non_negative, open_fraction, setting
 from keras_attn.training.config import TrainingSpec
-from keras_attn.training.run import run_training
+from keras_attn.training.run import finished_run, run_training
 
 
 def int_list(value: str) -> str | None:
@@ -173,10 +173,14 @@ def load_data(spec: ImageExperiment, split_seed: int | None = None) -> ImageData
     return data
 
 
-def resolved(spec: ImageExperiment, data: ImageData) -> ImageExperiment:
+def resolved(spec: ImageExperiment, data: ImageData | None = None) -> ImageExperiment:
     """The spec with what the data decided (the image size) and the backbone's weights
-    resolved, as `config.json` records it."""
-    return spec.replace(image_size=data.image_size, backbone_weights=spec.weights)
+    resolved, as `config.json` records it; without `data`, the size the data will have."""
+    if data is not None:
+        size = data.image_size
+    else:
+        size = spec.image_size or default_image_size(spec.data, spec.canvas)
+    return spec.replace(image_size=size, backbone_weights=spec.weights)
 
 
 def build_model(spec: ImageExperiment, data: ImageData) -> keras.Model:
@@ -214,12 +218,20 @@ def train(
 ) -> dict:
     """Trains (or resumes, or reports) one image run; returns its summary.
 
-    `data` defaults to `load_data(spec)`; `run_dir` to `--run-dir`, else a name from
-    the resolved config. With `evaluate_test` the best-val model is scored once on the
-    test split at the end (a tuner's trials leave it off: they must not see test).
-    `trainer_options` go to `run_training` (callbacks, a model built by the tuner).
+    `data` defaults to `load_data(spec)`, loaded only when the run has something left to
+    do; `run_dir` to `--run-dir`, else a name from the resolved config. With
+    `evaluate_test` the best-val model is scored once on the test split at the end (a
+    tuner's trials leave it off: they must not see test). `trainer_options` go to
+    `run_training` (callbacks, a model built by the tuner).
     """
-    data = data or load_data(spec)
+    run_dir = Path(run_dir) if run_dir else default_run_dir(resolved(spec, data))
+    if data is None:
+        done = finished_run(
+            run_dir, resolved(spec), evaluate_test, trainer_options.get("until_epoch")
+        )
+        if done is not None:
+            return done
+        data = load_data(spec)
     spec = resolved(spec, data)
     return run_training(
         lambda: build_model(spec, data),
@@ -227,7 +239,7 @@ def train(
         image_val_dataset(data, spec.batch_size),
         image_steps_per_epoch(data, spec.batch_size),
         spec,
-        Path(run_dir) if run_dir else default_run_dir(spec),
+        run_dir,
         summary_extra=dict(
             class_names=data.class_names,
             num_train=data.num_train,

@@ -55,15 +55,20 @@ def _differences(previous: dict, config: dict, defaults: dict) -> list[str]:
     return changed
 
 
+def _changed_settings(config_path: Path, spec: TrainingSpec, config: dict) -> list[str]:
+    """The settings in which the run at `config_path` differs from `config` (`spec`'s)."""
+    defaults = json.loads(json.dumps(type(spec)().config(), default=str))
+    return _differences(type(spec).upgrade(read_json(config_path)), config, defaults)
+
+
 def prepare_run_dir(run_dir: Path, spec: TrainingSpec) -> None:
     """Creates `run_dir` for `spec`, or accepts it for a resume if it holds the same config."""
     config = json.loads(json.dumps(spec.config(), default=str))
-    defaults = json.loads(json.dumps(type(spec)().config(), default=str))
     config_path = run_dir / "config.json"
     if run_dir.exists() and spec.overwrite:
         shutil.rmtree(run_dir)
     if config_path.exists():
-        changed = _differences(type(spec).upgrade(read_json(config_path)), config, defaults)
+        changed = _changed_settings(config_path, spec, config)
         if changed:
             raise UserError(
                 f"{run_dir} holds a run with a different config (differs in: "
@@ -73,6 +78,49 @@ def prepare_run_dir(run_dir: Path, spec: TrainingSpec) -> None:
     atomic_write_json(config_path, config)
 
 
+def _read_summary(run_dir: Path, cfg: TrainingSpec, until_epoch: int | None) -> dict:
+    """`summary.json` of `run_dir` ({} for a new run), its status `completed` when every
+    epoch up to `until_epoch` (default: all) is done."""
+    summary = read_json(run_dir / "summary.json", default={})
+    # Killed after EpochBackup dropped its backup at the end but before the summary
+    # said "completed": every epoch is done, so the run is finished, not to be restarted.
+    last_epoch = min(until_epoch or cfg.epochs, cfg.epochs)
+    if summary.get("epochs_completed", 0) >= last_epoch and (run_dir / "best.keras").exists():
+        summary["status"] = "completed"
+    return summary
+
+
+def _report_complete(run_dir: Path, summary: dict) -> None:
+    print(f"{run_dir} is already complete; nothing to do.")
+    print(f"Best val_acc = {summary['best_val_accuracy']:.4f}")
+
+
+def finished_run(
+    run_dir: str | Path, cfg: TrainingSpec, test_scored: bool, until_epoch: int | None = None
+) -> dict | None:
+    """What `run_training` would return for `run_dir`, reported the same way, if it holds
+    a complete run of `cfg` with nothing left to do (with `test_scored`, its test score
+    included); else None, leaving everything to `run_training`.
+
+    Needs no data and no model: a CLI calls it first, so that running a finished run's
+    command again does not load the data only to find there is nothing to do.
+    """
+    cfg.validate()
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if cfg.overwrite or not config_path.exists():
+        return None
+    config = json.loads(json.dumps(cfg.config(), default=str))
+    if _changed_settings(config_path, cfg, config):
+        return None  # run_training says how it differs
+    summary = _read_summary(run_dir, cfg, until_epoch)
+    if summary.get("status") != "completed" or (test_scored and "test_accuracy" not in summary):
+        return None
+    prepare_run_dir(run_dir, cfg)  # what run_training does first (rewrites config.json)
+    _report_complete(run_dir, summary)
+    return summary
+
+
 def execution_size(requested: int, steps_per_epoch: int) -> int:
     """The largest divisor of `steps_per_epoch` not above `requested`.
 
@@ -80,6 +128,21 @@ def execution_size(requested: int, steps_per_epoch: int) -> int:
     batches of the next epoch (and run out of data at the end).
     """
     return max(d for d in range(1, min(requested, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+
+
+def without_autotuning(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """`dataset` with tf.data's autotuning off: the same elements in the same order.
+
+    The autotuner's thread sleeps between its rounds, twice as long after each (up to a
+    minute), and on TF 2.21 an iterator's destructor waits for that sleep to end, holding
+    the GIL: measured here, up to a minute idle when fit returns and up to a pass's length
+    after each validation and test pass (benchmarks/startup.py). Without it an AUTOTUNE map
+    runs one call per core and an AUTOTUNE prefetch grows its buffer when it runs dry; the
+    project's pipelines are far faster than the models they feed either way.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 def _one_hot(num_classes: int):
@@ -156,15 +219,10 @@ def run_training(
     run_dir = Path(run_dir)
     prepare_run_dir(run_dir, cfg)
     summary_path = run_dir / "summary.json"
-    summary = read_json(summary_path, default={})
-    # Killed after EpochBackup dropped its backup at the end but before the summary
-    # said "completed": every epoch is done, so the run is finished, not to be restarted.
+    summary = _read_summary(run_dir, cfg, until_epoch)
     last_epoch = min(until_epoch or cfg.epochs, cfg.epochs)
-    if summary.get("epochs_completed", 0) >= last_epoch and (run_dir / "best.keras").exists():
-        summary["status"] = "completed"
     if summary.get("status") == "completed":
-        print(f"{run_dir} is already complete; nothing to do.")
-        print(f"Best val_acc = {summary['best_val_accuracy']:.4f}")
+        _report_complete(run_dir, summary)
         if test_data is not None and "test_accuracy" not in summary:
             summary.update(evaluate_best(run_dir, cfg, test_data))
             atomic_write_json(summary_path, summary)
@@ -186,8 +244,8 @@ def run_training(
     if start_epoch:
         print(f"Resuming {run_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
     to_one_hot = _one_hot(num_classes)
-    train = train_data(start_epoch, last_epoch).map(to_one_hot)
-    val = val_data.map(to_one_hot)
+    train = without_autotuning(train_data(start_epoch, last_epoch).map(to_one_hot))
+    val = without_autotuning(val_data.map(to_one_hot))
 
     previous_wall = float(summary.get("wall_seconds", 0.0))
     started = time.perf_counter()
@@ -243,6 +301,12 @@ def run_training(
     callbacks.append(EpochBackup(backup_dir))
 
     write_summary("running", start_epoch)
+    # Creates the optimizer's and the compiled metrics' variables now, as Keras itself does
+    # under a distribution strategy (Keras 3.15 defers it to the first trace otherwise):
+    # variables created while tracing make TensorFlow trace the train step a second time,
+    # which took about as long as the first (~4 s of CPU for the default image model).
+    with model.distribute_strategy.scope():
+        model._symbolic_build(data_batch=train.element_spec)
     try:
         model.fit(
             train,
@@ -315,6 +379,7 @@ def evaluate_best(
         best = last_model
     else:
         best = keras.saving.load_model(Path(run_dir) / "best.keras", compile=False)
+    test_data = without_autotuning(test_data)
     labels, logits = predict_logits(best, test_data)
     scores = _scores(cfg, labels, logits)
     arrays = dict(
