@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from keras_attn.experiments.image import ImageExperiment
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -41,10 +43,10 @@ def run(seed: int, precision: str, out: Path, extra: list[str]) -> dict:
         sys.exit(f"run failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
     summary = json.loads((run_dir / "summary.json").read_text())
     history = pd.read_csv(run_dir / "history.csv")
-    config = json.loads((run_dir / "config.json").read_text())
+    spec = ImageExperiment.from_dict(json.loads((run_dir / "config.json").read_text()))
     return {
         "seed": seed,
-        "precision": config["mixed_precision"],
+        "precision": spec.mixed_precision,
         "best_val_accuracy": summary["best_val_accuracy"],
         "test_accuracy": summary.get("test_accuracy"),
         "best_epoch": summary.get("best_epoch"),
