@@ -10,6 +10,7 @@ from keras_attn.layers import SpatialAttention
 from keras_attn.models.image import build_image_model
 from keras_attn.models.video import build_video_head
 from keras_attn.study.focus import (
+    _GRAD_CAMS,
     ImageFocus,
     TemporalFocus,
     box_area_share,
@@ -71,6 +72,19 @@ def test_grad_cam_shape_and_sign(spatial_model):
     cams = grad_cam(spatial_model, _images(5), np.array([0, 1, 2, 0, 1]))
     assert cams.shape == (5, 8, 8)
     assert np.all(np.isfinite(cams)) and np.all(cams >= 0) and cams.sum() > 0
+
+
+def test_grad_cam_traces_once_per_model_and_keeps_tfs_retracing_warning_out(caplog):
+    """A study takes Grad-CAMs of many models (each run, each sanity-check copy) at several
+    batch sizes: one trace per model, and TF's loop-retracing warning is not shown for it."""
+    models = [build_image_model(3, SIZE, attention="none", seed=s) for s in range(7)]
+    with caplog.at_level("WARNING", logger="tensorflow"):
+        for model in models:
+            for n in (5, 3, 64 + 2):
+                assert grad_cam(model, _images(n), np.zeros(n, "int32")).shape == (n, 8, 8)
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]
+    cam_of = _GRAD_CAMS[models[0]]["pool"]
+    assert cam_of.experimental_get_tracing_count() == 1
 
 
 def _two_quadrant_model():

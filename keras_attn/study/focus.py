@@ -11,7 +11,9 @@ Both callbacks write their figures into the epoch's `logs`, so callbacks after t
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
 import weakref
 from pathlib import Path
@@ -87,6 +89,22 @@ def _batches(n: int):
 _GRAD_CAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+class _RetracingWarningFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_retracing_warning():
+    """Drops TF's retracing warning, and only it, while Grad-CAMs run."""
+    logger, quiet = tf.get_logger(), _RetracingWarningFilter()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
 def _compiled_grad_cam(model: keras.Model, layer_name: str):
     """`cam_of(x, y)`, compiled: eager Conv2DBackpropFilter in TF 2.21's oneDNN can abort the
     process (free(): invalid pointer) for narrow convolutions at some batch sizes (first
@@ -106,7 +124,14 @@ def _compiled_grad_cam(model: keras.Model, layer_name: str):
         alpha = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
         return tf.nn.relu(tf.reduce_sum(alpha * tf.cast(features, tf.float32), axis=-1))
 
-    cams[layer_name] = tf.function(cam_of, reduce_retracing=True)
+    # One signature with a free batch size: one trace per model, whatever the batch. A
+    # study still traces one per model (each run, each sanity-check copy), which TF's
+    # frequent-retracing detector reports as a warning meant for functions made in a loop.
+    signature = [
+        tf.TensorSpec((None, *model.input_shape[1:]), tf.float32),
+        tf.TensorSpec((None,), tf.int32),
+    ]
+    cams[layer_name] = tf.function(cam_of, input_signature=signature)
     return cams[layer_name]
 
 
@@ -122,10 +147,11 @@ def grad_cam(
     """
     labels = np.asarray(labels, np.int32).reshape(-1)
     cam_of = _compiled_grad_cam(model, layer_name)
-    maps = [
-        cam_of(tf.convert_to_tensor(np.asarray(images[b], np.float32)), labels[b]).numpy()
-        for b in _batches(len(labels))
-    ]
+    with _quiet_retracing_warning():
+        maps = [
+            cam_of(tf.convert_to_tensor(np.asarray(images[b], np.float32)), labels[b]).numpy()
+            for b in _batches(len(labels))
+        ]
     return np.concatenate(maps) if maps else np.zeros((0, 0, 0), np.float32)
 
 
