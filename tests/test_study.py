@@ -334,6 +334,42 @@ def test_the_grid_tuner_hands_out_every_cell_exactly_once(tmp_path, monkeypatch,
     assert again.cells_run == []
 
 
+def test_the_grid_oracle_gives_every_idle_worker_the_next_cell_at_once(tmp_path, monkeypatch):
+    """Keras Tuner's GridSearchOracle would make the third worker wait for a finished
+    trial; the grid is known, so each asking worker gets the next unstarted cell."""
+    for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    axes = {"lr": [0.01, 0.03]}
+    tuner = GridTuner(tmp_path, ["none", "cbam"], [0, 1], lambda *a, **k: {}, axes)
+    tuner.save()  # what the chief does before serving (tuner_cluster.serve_oracle)
+    oracle = tuner.oracle
+    trials = [oracle.create_trial(f"worker{i}") for i in range(8)]
+    assert [t.status for t in trials] == ["RUNNING"] * 8
+    handed = [
+        (
+            t.hyperparameters.get("variant"),
+            t.hyperparameters.get("seed"),
+            t.hyperparameters.get("lr"),
+        )
+        for t in trials
+    ]
+    assert handed == [
+        (c.variant, c.seed, c.settings[0][1]) for c in grid_cells(["none", "cbam"], [0, 1], axes)
+    ]
+    assert oracle.create_trial("worker8").status == "STOPPED"  # none left: it may go
+
+    # The chief stops with one cell running: a restarted chief hands that cell out again.
+    for trial in trials[:7]:
+        oracle.update_trial(trial.trial_id, {"best_val_accuracy": 0.5})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    again = GridTuner(tmp_path, ["none", "cbam"], [0, 1], lambda *a, **k: {}, axes)
+    retried = again.oracle.create_trial("worker0")
+    assert retried.status == "RUNNING"
+    assert retried.hyperparameters.values == trials[7].hyperparameters.values
+    assert again.oracle.create_trial("worker1").status == "STOPPED"
+
+
 def test_focus_set_takes_the_classes_in_turn_and_only_with_boxes():
     labels = np.array([0, 0, 0, 1, 2, 2], np.int32)
     data = SimpleNamespace(
