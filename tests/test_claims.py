@@ -146,3 +146,50 @@ def test_the_committed_findings_hold_and_the_cli_says_so():
         .splitlines()[-1]
         .endswith("no/such/folder/findings.toml: no such file (the findings' claims)")
     )
+
+
+def test_an_interaction_claim_is_the_slope_of_the_paired_test_difference_on_its_axis(
+    tmp_path, capsys
+):
+    # b − a on test grows by 0.01 per 4 distractors at every seed; a seed-specific offset
+    # (the same at every clutter level) leaves the slope, and its interval, exact.
+    rows = [
+        dict(
+            variant=variant,
+            seed=seed,
+            distractors=d,
+            status="completed",
+            test_accuracy=0.9 - 0.01 * d + 0.02 * seed + (0.0025 * d if variant == "b" else 0),
+        )
+        for seed in range(3)
+        for d in (0, 4, 8)
+        for variant in ("a", "b")
+    ]
+    rows.append(dict(variant="b", seed=0, distractors=8, status="failed", test_accuracy=0.0))
+    (tmp_path / "toy").mkdir()
+    pd.DataFrame(rows).to_csv(tmp_path / "toy" / "results.csv", index=False)
+    claim = """[[claim]]
+study = "toy"
+statistic = "interaction"
+metric = "test_accuracy"
+variant = "b"
+baseline = "a"
+axis = "distractors"
+text = "{}"
+"""
+    (tmp_path / "findings.toml").write_text('readme = "README.md"\n' + claim.format("+0.0025"))
+    listed, _ = claims.read_claims(tmp_path)
+    assert claims.recompute(tmp_path, listed[0]) == "+0.0025 [0.0025, 0.0025]"
+    (tmp_path / "README.md").write_text("slope +0.0025 [0.0025, 0.0025] per distractor")
+    (tmp_path / "findings.toml").write_text(
+        'readme = "README.md"\n' + claim.format("+0.0025 [0.0025, 0.0025]")
+    )
+    assert claims.check(tmp_path) == 0
+    (tmp_path / "README.md").write_text("slope +0.0030 [0.0025, 0.0025] per distractor")
+    assert claims.check(tmp_path) == 1  # a hand-edited README figure fails
+    assert "is not in" in capsys.readouterr().out
+    (tmp_path / "findings.toml").write_text(
+        'readme = "README.md"\n' + claim.format("1").replace('axis = "distractors"\n', "")
+    )
+    with pytest.raises(UserError, match="`axis` goes with, and only with, interaction"):
+        claims.read_claims(tmp_path)

@@ -16,8 +16,10 @@ the variant (and baseline) and the text the README prints, e.g.:
     text = "−0.189 [−0.453, 0.074]"
 
 Statistics: `mean_std_ci` (mean ± std [95% t-interval] over the variant's completed
-runs), `paired_difference` (as the report's paired tables) and `test_difference` (the
-report's test comparison: a bootstrap over seeds and test images). `where` keeps the runs
+runs), `paired_difference` (as the report's paired tables), `test_difference` (the
+report's test comparison: a bootstrap over seeds and test images) and `interaction` (the
+report's interaction slope: each seed's paired test-accuracy difference fitted on the
+claim's `axis`, e.g. `axis = "distractors"`, per doubling for data sizes). `where` keeps the runs
 whose columns have the given values (`where = { lr = 0.01 }`). A claim holds when the
 recomputed text equals `text` and the README contains it; the command prints one line per
 claim and exits 1 if any fails.
@@ -36,8 +38,9 @@ import pandas as pd
 from keras_attn.errors import UserError
 from keras_attn.study import comparisons, stats
 from keras_attn.study.report.formatting import ci, diff_phrase, mean_std_ci, signed
+from keras_attn.study.report.grid import LOG2_AXES
 
-STATISTICS = ("mean_std_ci", "paired_difference", "test_difference")
+STATISTICS = ("mean_std_ci", "paired_difference", "test_difference", "interaction")
 CLAIMS_FILE = "findings.toml"
 
 
@@ -49,6 +52,7 @@ class Claim:
     text: str
     metric: str = "best_val_accuracy"
     baseline: str | None = None
+    axis: str | None = None
     where: dict = field(default_factory=dict)
 
     @property
@@ -79,6 +83,8 @@ def read_claims(folder: Path) -> tuple[list[Claim], Path]:
             )
         if claim.statistic != "mean_std_ci" and not claim.baseline:
             raise UserError(f"{path}: claim {number}: {claim.statistic} needs a baseline")
+        if (claim.statistic == "interaction") != (claim.axis is not None):
+            raise UserError(f"{path}: claim {number}: `axis` goes with, and only with, interaction")
         claims.append(claim)
     if not claims:
         raise UserError(f"{path}: no [[claim]] entries")
@@ -113,6 +119,8 @@ def recompute(folder: Path, claim: Claim) -> str:
         if claim.variant not in table.index:
             return "—"
         return diff_phrase(table.loc[claim.variant])
+    if claim.statistic == "interaction":
+        return _interaction(runs, claim)
     # The report's own test comparison, on the committed copies of the runs' predictions.
     committed = Path(folder) / claim.study / "runs"
     runs = runs.assign(run_dir=[str(committed / Path(r).name) for r in runs["run_dir"]])
@@ -127,6 +135,23 @@ def recompute(folder: Path, claim: Claim) -> str:
     if math.isnan(row["low"]):
         return signed(row["diff"])
     return f"{signed(row['diff'])} {ci(row['low'], row['high'])}"
+
+
+def _interaction(runs: pd.DataFrame, claim: Claim) -> str:
+    if claim.axis not in runs:
+        raise UserError(f"results.csv: no column {claim.axis!r} (claim {claim.name})")
+    done = runs[runs["status"] == stats.COMPLETED]
+    table = done.pivot_table(index=["seed", claim.axis], columns="variant", values=claim.metric)
+    if claim.variant not in table or claim.baseline not in table:
+        return "—"
+    pairs = (table[claim.variant] - table[claim.baseline]).dropna()
+    x = pairs.index.get_level_values(claim.axis).to_numpy(float)
+    if claim.axis in LOG2_AXES:
+        x = np.log2(x)
+    trend = comparisons.interaction(x, pairs.to_numpy())
+    if math.isnan(trend.slope):
+        return "—"
+    return f"{signed(trend.slope, 4)} {ci(trend.low, trend.high, 4)}"
 
 
 def check(folder: str | Path) -> int:
