@@ -38,7 +38,7 @@ from keras_attn.experiments import video as video_experiment
 from keras_attn.experiments.image import ImageExperiment
 from keras_attn.experiments.video import VideoExperiment
 from keras_attn.spec import Spec, at_least, non_negative, positive, setting
-from keras_attn.study import claims, local_workers, seed_rule, selection
+from keras_attn.study import claims, local_workers, seed_rule, selection, slim
 from keras_attn.study import image as image_study
 from keras_attn.study import video as video_study
 from keras_attn.study.distributed import run_distributed_grid
@@ -145,7 +145,7 @@ KINDS = {
 NOT_AXES = ("seed",)
 
 parser = Parser(prog="python -m keras_attn.study", description=__doc__.split("\n\n")[0])
-kinds = parser.add_subparsers(dest="kind", required=True, metavar="image|video|check")
+kinds = parser.add_subparsers(dest="kind", required=True, metavar="image|video|check|slim")
 for name, kind in KINDS.items():
     sub = kinds.add_parser(name, help=f"the {name} study")
     kind.spec.add_flags(
@@ -161,6 +161,11 @@ checker = kinds.add_parser(
 checker.add_argument(
     "folder", nargs="?", default="docs/findings", help="holds findings.toml (default: %(default)s)"
 )
+
+slimmer = kinds.add_parser(
+    "slim", help="drop the test probabilities from a study's runs before committing them"
+)
+slimmer.add_argument("folder", help="a study folder (holds runs/)")
 
 
 def variants_of(value: str, baseline: str) -> list[str]:
@@ -224,6 +229,14 @@ def main():
     args = parser.parse_args()
     if args.kind == "check":
         sys.exit(1 if claims.check(args.folder) else 0)
+    if args.kind == "slim":
+        counts = slim.slim(args.folder)
+        print(
+            f"{args.folder}: {counts['slimmed']} test_predictions.npz slimmed "
+            f"({counts['saved_bytes'] / 1e6:.1f} MB saved), {counts['already']} already slim, "
+            f"{counts['unreadable']} unreadable left as they are"
+        )
+        return
     kind = KINDS[args.kind]
     study = StudySettings.from_args(args, overrides=dict(seeds=kind.seeds))
     variants = variants_of(getattr(args, kind.varied) or kind.defaults[kind.varied], kind.baseline)
