@@ -289,3 +289,14 @@ def test_a_steadier_but_lower_curve_is_not_called_stabilised_without_a_caveat(tm
     assert "with an interval that excludes 0: flat" in text
     assert "But flat also reached a lower mean best val accuracy" in text
     assert "slower learning rather than stabilisation" in text
+
+
+def test_limits_name_the_variants_that_fix_their_own_settings(tmp_path):
+    curves, runs = _grid(variants={"none": BASE_CURVES, "cbam:lr=0.02": BASE_CURVES})
+    text = report.write_report(curves, runs, _meta(), tmp_path / "own").read_text()
+    limits = text[text.index("## Limits of this study") :]
+    assert "Variants that fix their own settings (cbam:lr=0.02) run at them" in limits
+    assert "none was tuned individually" not in limits
+    curves, runs = _grid(variants={"none": BASE_CURVES, "cbam": BASE_CURVES})
+    text = report.write_report(curves, runs, _meta(), tmp_path / "shared").read_text()
+    assert "One shared set of settings for every variant" in text

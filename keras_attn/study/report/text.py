@@ -245,6 +245,17 @@ def question_little_data(s: Study, g=None) -> str:
     return head + " ".join(text)
 
 
+def _shared_settings_sentence(s: Study) -> str:
+    """Untuned grids: shared settings, unless variants fix their own (`cbam:lr=0.02`)."""
+    own = [str(v) for v in dict.fromkeys(s.runs["variant"]) if ":" in str(v)]
+    if own:
+        return (
+            f"Variants that fix their own settings ({join_names(own)}) run at them, e.g. a "
+            "learning rate chosen elsewhere; every other setting is shared and untuned here."
+        )
+    return "One shared set of settings for every variant: none was tuned individually."
+
+
 def limits_section(s: Study, g=None) -> str:
     tuned = g is not None and g.tuning is not None
     rates = len((g.axes if tuned else {}).get("lr", []))
@@ -254,7 +265,7 @@ def limits_section(s: Study, g=None) -> str:
         f"Each variant ran at its own learning rate, the best of {rates} on validation; every "
         "other setting is shared and untuned."
         if tuned
-        else "One shared set of settings for every variant: none was tuned individually.",
+        else _shared_settings_sentence(s),
         "Diverged and failed runs are excluded from the means (they are counted above), which "
         "flatters a variant that fails often.",
         "Per-epoch focus is the final epoch's, on a few validation examples; the focus checks "
