@@ -123,6 +123,7 @@ def test_mixed_precision_and_xla_runs_train_like_the_default_one(tmp_path):
     np.testing.assert_allclose(bf16["grad_norm_mean"], default["grad_norm_mean"], rtol=0.2)
     summary = json.loads((tmp_path / "bf16" / "summary.json").read_text())
     assert summary["precision"] == "mixed_bfloat16"
+    assert summary["intra_op_threads"] >= 1
     assert json.loads((tmp_path / "bf16" / "config.json").read_text())["mixed_precision"] == "bf16"
     model = keras.saving.load_model(best)
     assert model.get_layer("stage1_conv1").compute_dtype == "bfloat16"

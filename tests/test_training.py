@@ -1,6 +1,7 @@
 """keras_attn.training on a tiny real model and real tf.data: schedules, decay, history, resume."""
 
 import json
+import os
 
 import keras
 import numpy as np
@@ -208,8 +209,8 @@ def test_several_steps_per_execution_train_exactly_as_one(tmp_path):
 def test_patience_stop_counts_the_epochs_before_a_resume():
     from keras_attn.training.callbacks import PatienceStop
 
-    def stops_after(values, patience, previous=()):
-        stop = PatienceStop("val_loss", patience, previous)
+    def stops_after(values, patience, previous=(), start=0):
+        stop = PatienceStop("val_loss", patience, previous, start=start)
         stop.set_model(keras.Sequential())
         stop.model.stop_training = False
         for epoch, value in enumerate(values):
@@ -223,9 +224,23 @@ def test_patience_stop_counts_the_epochs_before_a_resume():
     assert stops_after(losses, 4) is None
     # Resumed after epoch 3: the same stop as without the interruption.
     assert stops_after(losses[3:], 3, previous=losses[:3]) == 5
+    # Not watched before epoch 3: the best so far is 0.9 (epoch 3), then 0.8 (epoch 4).
+    assert stops_after(losses, 2, start=2) is None
+    assert stops_after([0.1, 0.9, 0.8, 0.8, 0.8], 2, start=1) == 5
+    assert stops_after([0.1, 0.9, 0.8, 0.8, 0.8], 2) == 3  # unwatched, 0.1 stays best
+    assert stops_after([0.9, 0.8, 0.8, 0.8], 2, previous=[0.1], start=1) == 5  # resumed
     accuracy = PatienceStop("val_accuracy", 1)
     accuracy.set_model(keras.Sequential())
     accuracy.model.stop_training = False
     accuracy.on_epoch_end(0, {"val_accuracy": 0.5})
     accuracy.on_epoch_end(1, {"val_accuracy": 0.6})  # higher is better for accuracy
     assert not accuracy.model.stop_training
+
+
+def test_intra_op_threads_reads_what_a_worker_is_given(monkeypatch):
+    from keras_attn.training.run import intra_op_threads
+
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "1")
+    assert intra_op_threads() == 1
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS")
+    assert intra_op_threads() == os.cpu_count()

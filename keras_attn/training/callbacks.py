@@ -87,12 +87,15 @@ class PatienceStop(keras.callbacks.Callback):
     Unlike `keras.callbacks.EarlyStopping` it survives a resume: `previous` holds the
     monitored values of the epochs done before (from history.csv), so a run killed and
     resumed stops at the same epoch as one never interrupted. Ties are no improvement.
+    As Keras' `start_from_epoch`, the first `start` epochs are not watched: neither a
+    candidate for the best nor counted against the patience.
     """
 
-    def __init__(self, monitor: str, patience: int, previous=()):
+    def __init__(self, monitor: str, patience: int, previous=(), start: int = 0):
         super().__init__()
         self.monitor = monitor
         self.patience = int(patience)
+        self.start = int(start)
         self.values = [float(v) for v in previous]
         self.sign = -1.0 if monitor.endswith("loss") else 1.0
 
@@ -101,8 +104,11 @@ class PatienceStop(keras.callbacks.Callback):
         if value is None:
             return
         self.values.append(float(value))
-        best = int(np.argmax(self.sign * np.asarray(self.values)))  # the first best
-        if len(self.values) - 1 - best >= self.patience:
+        watched = self.values[self.start :]
+        if not watched:
+            return
+        best = int(np.argmax(self.sign * np.asarray(watched)))  # the first best
+        if len(watched) - 1 - best >= self.patience:
             self.model.stop_training = True
 
 

@@ -59,6 +59,15 @@ class TrainingSpec(Spec):
         "what --early-stopping watches (best.keras is always the best val accuracy)",
         choices=("val_accuracy", "val_loss"),
     )
+    # Keras' start_from_epoch. BatchNorm's moving statistics lag far behind the weights
+    # while the rate is high (val losses of 10-1000 in the first epochs of a 32-step
+    # epoch at lr 0.02), so an early epoch at chance can stay the "best" for good.
+    early_stopping_start: int = setting(
+        0,
+        "epochs --early-stopping does not watch before it starts counting",
+        metavar="N",
+        check=non_negative,
+    )
     strategy: str = setting(
         "none", "mirrored: data-parallel over this machine's GPUs", choices=STRATEGIES
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -59,6 +60,13 @@ def _changed_settings(config_path: Path, spec: TrainingSpec, config: dict) -> li
     """The settings in which the run at `config_path` differs from `config` (`spec`'s)."""
     defaults = json.loads(json.dumps(type(spec)().config(), default=str))
     return _differences(type(spec).upgrade(read_json(config_path)), config, defaults)
+
+
+def intra_op_threads() -> int:
+    """The threads TensorFlow's ops run on: as set, else its environment variable, else
+    (TensorFlow's default) every core."""
+    set_here = tf.config.threading.get_intra_op_parallelism_threads()
+    return set_here or int(os.environ.get("TF_NUM_INTRAOP_THREADS") or 0) or os.cpu_count()
 
 
 def prepare_run_dir(run_dir: Path, spec: TrainingSpec) -> None:
@@ -255,8 +263,13 @@ def run_training(
         best_epoch=summary.get("best_epoch", 0) if start_epoch else 0,
     )
     summary = {**summary, **(summary_extra or {}), "epochs": cfg.epochs}
-    # What the run computed in (the dtype policy), for the report.
-    summary.update(precision=model.dtype_policy.name, xla=bool(model.jit_compile))
+    # What the run computed in (the dtype policy, the threads), for the report: one- and
+    # two-thread runs of one config differ numerically.
+    summary.update(
+        precision=model.dtype_policy.name,
+        xla=bool(model.jit_compile),
+        intra_op_threads=intra_op_threads(),
+    )
 
     def write_summary(status: str, epochs_completed: int, **more) -> None:
         summary.update(
@@ -295,7 +308,12 @@ def run_training(
     if cfg.early_stopping:
         monitor = cfg.early_stopping_on
         callbacks.append(
-            PatienceStop(monitor, cfg.early_stopping, _logged(run_dir, monitor, start_epoch))
+            PatienceStop(
+                monitor,
+                cfg.early_stopping,
+                _logged(run_dir, monitor, start_epoch),
+                start=cfg.early_stopping_start,
+            )
         )
     # Last, so an epoch is only marked done once everything above has been written.
     callbacks.append(EpochBackup(backup_dir))
