@@ -66,8 +66,10 @@ def serve_oracle(tuner, ip: str, port: int, poll_seconds: float = 0.5, workers_a
     that never answers (gRPC would otherwise share the port with SO_REUSEPORT), and the
     end is noticed within `poll_seconds` rather than 20 s. The search is over once the
     oracle has told every worker that asked for a trial to stop and no trial is running.
-    `workers_alive()`, when given (workers this process started), ends the serving once
-    it says False: a worker that died mid-trial would otherwise be waited for forever.
+    `workers_alive()`, when given (workers this process started), replaces that rule: the
+    serving ends once it says False, so a worker that died mid-trial is not waited for
+    forever, and one still starting when the last cell went out (every cell of a finished
+    grid goes out at once) finds a server to tell it to stop instead of waiting for one.
     """
     import grpc
     from keras_tuner.src import protos
@@ -88,8 +90,11 @@ def serve_oracle(tuner, ip: str, port: int, poll_seconds: float = 0.5, workers_a
     server.start()
     print(f"Chief: oracle listening on {ip}:{port}; waiting for workers", flush=True)
     try:
-        while not (servicer.stop_triggered and oracle_chief.exit_chief(tuner.oracle)):
-            if workers_alive is not None and not workers_alive():
+        while True:
+            if workers_alive is not None:
+                if not workers_alive():
+                    break
+            elif servicer.stop_triggered and oracle_chief.exit_chief(tuner.oracle):
                 break
             time.sleep(poll_seconds)
     finally:

@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from types import SimpleNamespace
 
@@ -19,7 +20,7 @@ from keras_attn.data.wlasl import ClipRecord, WlaslIndex
 from keras_attn.errors import UserError
 from keras_attn.experiments.image import ImageExperiment
 from keras_attn.study import __main__ as study_main
-from keras_attn.study import distributed, grid
+from keras_attn.study import distributed, grid, local_workers
 from keras_attn.study.distributed import GridTuner
 from keras_attn.study.grid import collect, grid_cells, run_dir_for, run_grid, write_tables
 from keras_attn.study.image import focus_set
@@ -474,7 +475,12 @@ def test_two_local_workers_share_the_grid_and_each_cell_runs_once(tmp_path):
     assert cells == ["channel, seed 0", "channel, seed 1", "none, seed 0", "none, seed 1"]
     assert set(ran) == {"worker0", "worker1"}
     assert (tmp_path / "study" / "report.md").exists()
-    # Run again: nothing left to train, and one process does it.
+    # Run again with the workers' oracle state there: every cell goes out at once, and a
+    # worker still starting then used to wait forever for the chief's stopped server.
+    again = study(args, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count(": done; ran none") == 2
+    # And in one process: nothing left to train.
     again = study(args[:-2], tmp_path)  # without --workers 2
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("is already complete; nothing to do") == 4
@@ -486,3 +492,44 @@ def test_workers_and_seeds_auto_do_not_mix(tmp_path):
     assert done.stderr.strip().endswith(
         "--seeds auto runs in one process; give a number of seeds to share a grid"
     )
+
+
+def test_a_local_worker_that_asks_after_the_grid_is_handed_out_is_told_to_stop(
+    tmp_path, monkeypatch
+):
+    # Rerunning a finished grid with --workers 2: every cell has gone out before, so the
+    # first worker to ask is told to stop. A second one still loading its data asks later;
+    # the chief used to have stopped serving by then, and that worker waited forever.
+    import grpc
+    from keras_tuner.src import protos
+
+    from keras_attn.tuner_cluster import serve_oracle
+
+    for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    tuner = GridTuner(tmp_path, ["none"], [0], lambda *a, **k: {})
+    tuner.save()
+    tuner.oracle.end_trial(tuner.oracle.create_trial("worker0"))  # the grid is finished
+    port = local_workers.free_port()
+    late_worker_done = threading.Event()
+    chief = threading.Thread(
+        target=serve_oracle,
+        args=(tuner, "127.0.0.1", port),
+        kwargs=dict(poll_seconds=0.1, workers_alive=lambda: not late_worker_done.is_set()),
+    )
+    chief.start()
+    try:
+        stub = protos.get_service_grpc().OracleStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+
+        def ask(tuner_id):
+            request = protos.get_service().CreateTrialRequest(tuner_id=tuner_id)
+            return stub.CreateTrial(request, wait_for_ready=True, timeout=20).trial.status
+
+        stopped = protos.get_proto().TrialStatus.Value("STOPPED")
+        assert ask("worker0") == stopped
+        time.sleep(3)  # past the server's 2 s grace
+        assert ask("worker1") == stopped
+    finally:
+        late_worker_done.set()
+        chief.join(timeout=30)
+    assert not chief.is_alive()
