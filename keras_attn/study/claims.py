@@ -38,7 +38,6 @@ import pandas as pd
 from keras_attn.errors import UserError
 from keras_attn.study import comparisons, stats
 from keras_attn.study.report.formatting import ci, diff_phrase, mean_std_ci, signed
-from keras_attn.study.report.grid import LOG2_AXES
 
 STATISTICS = ("mean_std_ci", "paired_difference", "test_difference", "interaction")
 CLAIMS_FILE = "findings.toml"
@@ -141,14 +140,7 @@ def _interaction(runs: pd.DataFrame, claim: Claim) -> str:
     if claim.axis not in runs:
         raise UserError(f"results.csv: no column {claim.axis!r} (claim {claim.name})")
     done = runs[runs["status"] == stats.COMPLETED]
-    table = done.pivot_table(index=["seed", claim.axis], columns="variant", values=claim.metric)
-    if claim.variant not in table or claim.baseline not in table:
-        return "—"
-    pairs = (table[claim.variant] - table[claim.baseline]).dropna()
-    x = pairs.index.get_level_values(claim.axis).to_numpy(float)
-    if claim.axis in LOG2_AXES:
-        x = np.log2(x)
-    trend = comparisons.interaction(x, pairs.to_numpy())
+    trend = comparisons.paired_trend(done, claim.axis, claim.variant, claim.baseline, claim.metric)
     if math.isnan(trend.slope):
         return "—"
     return f"{signed(trend.slope, 4)} {ci(trend.low, trend.high, 4)}"

@@ -136,6 +136,23 @@ def interaction(x, differences, confidence: float = 0.95) -> Trend:
     return Trend(float(fit.slope), fit.slope - half, fit.slope + half, float(fit.pvalue), n)
 
 
+# Axes whose values double (50, 100, 200 per class): a trend per doubling.
+LOG2_AXES = ("train_per_class", "clips_per_class")
+
+
+def paired_trend(
+    runs: pd.DataFrame, axis: str, variant, baseline, metric: str = "test_accuracy"
+) -> Trend:
+    """The `interaction` of `variant` − `baseline` in `metric`, paired by seed and value
+    of `axis`, on `axis` (log2 for LOG2_AXES); `runs` holds one row per run."""
+    table = runs.pivot_table(index=["seed", axis], columns="variant", values=metric)
+    if variant not in table or baseline not in table:
+        return interaction([], [])
+    pairs = (table[variant] - table[baseline]).dropna()
+    x = pairs.index.get_level_values(axis).to_numpy(float)
+    return interaction(np.log2(x) if axis in LOG2_AXES else x, pairs.to_numpy())
+
+
 def test_predictions(run_dir) -> dict | None:
     """A run's `test_predictions.npz` as arrays, or None when the run wrote none."""
     path = Path(run_dir) / "test_predictions.npz"

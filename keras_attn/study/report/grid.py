@@ -14,11 +14,9 @@ import numpy as np
 import pandas as pd
 
 from keras_attn.study import comparisons, selection
+from keras_attn.study.comparisons import LOG2_AXES
 from keras_attn.study.report.analysis import Study
 from keras_attn.study.report.formatting import num
-
-# Axes whose effect grows multiplicatively: the interaction is fitted per doubling.
-LOG2_AXES = ("train_per_class", "clips_per_class")
 
 
 def condition_label(condition: dict) -> str:
@@ -93,17 +91,10 @@ class Grid:
                 continue
             others = [a for a in self.condition_axes if a != axis]
             for key, group in selection.groups(chosen, others):
-                table = group.pivot_table(
-                    index=["seed", axis], columns="variant", values="test_accuracy"
-                )
-                if self.baseline not in table:
+                if self.baseline not in set(group["variant"]):
                     continue
-                for variant in [v for v in table.columns if v != self.baseline]:
-                    pairs = (table[variant] - table[self.baseline]).dropna()
-                    x = pairs.index.get_level_values(axis).to_numpy(float)
-                    if axis in LOG2_AXES:
-                        x = np.log2(x)
-                    trend = comparisons.interaction(x, pairs.to_numpy())
+                for variant in sorted(set(group["variant"]) - {self.baseline}):
+                    trend = comparisons.paired_trend(group, axis, variant, self.baseline)
                     rows.append(
                         dict(axis=axis, x=_x_name(axis), variant=variant)
                         | dict(others=condition_label(key))
