@@ -300,3 +300,14 @@ def test_limits_name_the_variants_that_fix_their_own_settings(tmp_path):
     curves, runs = _grid(variants={"none": BASE_CURVES, "cbam": BASE_CURVES})
     text = report.write_report(curves, runs, _meta(), tmp_path / "shared").read_text()
     assert "One shared set of settings for every variant" in text
+
+
+def test_limits_warn_that_a_bootstrap_over_few_seeds_is_optimistic(tmp_path):
+    curves, runs = _grid(variants={"none": BASE_CURVES, "cbam": BASE_CURVES})
+    text = report.write_report(curves, runs, _meta(), tmp_path / "three").read_text()
+    limits = text[text.index("## Limits of this study") :]
+    assert "The test intervals resample 3 seeds" in limits
+    five = {s: BASE_CURVES[s % 3] for s in range(5)}
+    curves, runs = _grid(variants={"none": five, "cbam": five})
+    text = report.write_report(curves, runs, _meta(), tmp_path / "five").read_text()
+    assert "The test intervals resample" not in text

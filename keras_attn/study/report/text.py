@@ -271,6 +271,13 @@ def limits_section(s: Study, g=None) -> str:
         "Per-epoch focus is the final epoch's, on a few validation examples; the focus checks "
         "use each run's best-val model on a fixed validation subset.",
     ]
+    if s.n_seeds < 5:
+        items.insert(
+            1,
+            f"The test intervals resample {s.n_seeds} seeds: a bootstrap over so few seeds "
+            "underestimates the seed-to-seed spread, so they are optimistic (narrower, "
+            "smaller p) beside what more seeds would give.",
+        )
     if "synthetic" in str(s.meta.get("data", "")).lower():
         items.insert(1, "Synthetic data: the results need not transfer to real images or signs.")
     if (s.meta.get("config") or {}).get("frozen_backbone_is_random"):
