@@ -453,17 +453,22 @@ def test_collect_lists_cells_never_started_as_missing(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_local_workers_share_the_grid_and_each_cell_runs_once(tmp_path):
+def test_two_local_workers_share_each_round_of_seeds_auto_and_each_cell_runs_once(tmp_path):
     # The study process serves the grid (the multi-machine chief's oracle, on loopback)
-    # and starts two worker processes of one thread each; the chief writes the report.
-    args = ["image", "--attention", "none,channel", "--seeds", "2", "--epochs", "1"]
+    # and starts two worker processes of one thread each, once per round of --seeds auto
+    # (3 seeds, then a 4th: the target cannot be met); the chief writes the report.
+    args = ["image", "--attention", "none,channel", "--seeds", "auto", "--max-seeds", "4"]
+    args += ["--target-halfwidth", "1e-9", "--epochs", "1"]
     args += [*TINY_IMAGES, "--out", "study", "--workers", "2"]
     done = study(args, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "[study] 2 local workers, 1 thread(s) each, grid served on 127.0.0.1:" in done.stdout
+    started = "[study] 2 local workers, 1 thread(s) each, grid served on 127.0.0.1:"
+    assert done.stdout.count(started) == 2  # one start per round
+    assert "[study] 3 seeds: widest 95% interval" in done.stdout
+    assert "[study] 4 seeds: widest 95% interval" in done.stdout
 
     runs = pd.read_csv(tmp_path / "study" / "results.csv")
-    assert len(runs) == 4 and (runs["status"] == "completed").all()
+    assert len(runs) == 8 and (runs["status"] == "completed").all()
     # "[study] worker1: channel, seed 0" per cell a worker trained: each cell exactly once,
     # and both workers trained.
     ran = {}
@@ -472,25 +477,31 @@ def test_two_local_workers_share_the_grid_and_each_cell_runs_once(tmp_path):
             if line.startswith(f"[study] {k}: ") and not line.startswith(f"[study] {k}: done;"):
                 ran.setdefault(k, []).append(line.split(": ", 1)[1])
     cells = sorted(c for k in ran for c in ran[k])
-    assert cells == ["channel, seed 0", "channel, seed 1", "none, seed 0", "none, seed 1"]
+    assert cells == sorted(f"{v}, seed {s}" for v in ("none", "channel") for s in range(4))
     assert set(ran) == {"worker0", "worker1"}
-    assert (tmp_path / "study" / "report.md").exists()
+    report = (tmp_path / "study" / "report.md").read_text()
+    assert "--seeds auto reached the cap of 4 seeds" in report
     # Run again with the workers' oracle state there: every cell goes out at once, and a
     # worker still starting then used to wait forever for the chief's stopped server.
     again = study(args, tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count(": done; ran none") == 2
+    assert again.stdout.count(": done; ran none") == 4  # two workers, two rounds
     # And in one process: nothing left to train.
     again = study(args[:-2], tmp_path)  # without --workers 2
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("is already complete; nothing to do") == 4
+    # (its rounds look again at 3 seeds, then 4: 6 + 8 finished runs found)
+    assert again.stdout.count("is already complete; nothing to do") == 6 + 8
 
 
-def test_workers_and_seeds_auto_do_not_mix(tmp_path):
-    done = study(["image", "--seeds", "auto", "--workers", "2", *TINY_IMAGES], tmp_path)
+def test_seeds_auto_is_not_split_across_machines(tmp_path):
+    machine = {"KERASTUNER_TUNER_ID": "chief", "KERASTUNER_ORACLE_IP": "127.0.0.1"}
+    machine["KERASTUNER_ORACLE_PORT"] = "1"
+    done = study(["image", "--seeds", "auto", *TINY_IMAGES], tmp_path, extra_env=machine)
     assert done.returncode == 2
     assert done.stderr.strip().endswith(
-        "--seeds auto runs in one process; give a number of seeds to share a grid"
+        "--seeds auto needs the whole grid's results after each round: run it in one study "
+        "process (--workers N shares each round); give a number of seeds to share a grid "
+        "across machines"
     )
 
 

@@ -255,12 +255,19 @@ def main():
     if args.print_config:
         print(base.config_json())
         return
-    start = seed_rule.first_seeds(study.seeds, study.target_halfwidth, study.max_seeds)
+    role, ip, port = distributed_role()
+    # A local worker of a `--seeds auto` study is given its round's seed count (below);
+    # the rule's own settings in its command are the chief's.
+    target = None if role == "worker" else study.target_halfwidth
+    start = seed_rule.first_seeds(study.seeds, target, study.max_seeds)
     seeds = list(range(base.seed, base.seed + start))
     out = Path(study.out or os.path.join("runs", "study", args.kind))
-    role, ip, port = distributed_role()
-    if study.seeds == seed_rule.AUTO and (role != "single" or study.workers > 1):
-        raise UserError("--seeds auto runs in one process; give a number of seeds to share a grid")
+    if study.seeds == seed_rule.AUTO and role != "single":
+        raise UserError(
+            "--seeds auto needs the whole grid's results after each round: run it in one "
+            "study process (--workers N shares each round); give a number of seeds to share "
+            "a grid across machines"
+        )
     if study.workers > 1 and role != "single":
         raise UserError("--workers starts its own workers: not with KERASTUNER_* variables")
     if role == "chief":
@@ -302,11 +309,25 @@ def main():
     if role != "worker":
         study_file = dict(kind=args.kind, variants=variants, seeds=seeds, axes=axes, meta=meta)
         write_study_file(out, study_file)
+
+    def train(seeds):
+        if study.workers == 1:
+            run_grid(out, variants, seeds, run_one, axes)
+            return
+        # The data is on disk before any worker starts (it was loaded above). Each worker
+        # runs this command with the round's seeds (the last --seeds wins).
+        argv = [*sys.argv[1:], "--seeds", str(len(seeds))]
+        ip, port = "127.0.0.1", local_workers.free_port()
+        with local_workers.LocalWorkers(study.workers, argv, ip, port) as workers:
+            run_distributed_grid(
+                out, variants, seeds, run_one, "chief", ip, port, axes, workers.alive
+            )
+
     if role == "single" and study.seeds == seed_rule.AUTO:
 
         def run_round(seeds):
             write_study_file(out, dict(study_file, seeds=seeds))
-            run_grid(out, variants, seeds, run_one, axes)
+            train(seeds)
 
         def halfwidth(seeds):
             return seed_rule.widest_halfwidth(
@@ -317,15 +338,8 @@ def main():
         seeds, meta["seed_rule"] = seed_rule.grow(
             seeds, run_round, halfwidth, target, study.max_seeds
         )
-    elif role == "single" and study.workers > 1:
-        # The data is on disk before any worker starts (it was loaded above).
-        ip, port = "127.0.0.1", local_workers.free_port()
-        with local_workers.LocalWorkers(study.workers, sys.argv[1:], ip, port) as workers:
-            run_distributed_grid(
-                out, variants, seeds, run_one, "chief", ip, port, axes, workers.alive
-            )
     elif role == "single":
-        run_grid(out, variants, seeds, run_one, axes)
+        train(seeds)
     else:
         run_distributed_grid(out, variants, seeds, run_one, role, ip, port, axes)
         if role == "worker":
