@@ -311,3 +311,17 @@ def test_limits_warn_that_a_bootstrap_over_few_seeds_is_optimistic(tmp_path):
     curves, runs = _grid(variants={"none": five, "cbam": five})
     text = report.write_report(curves, runs, _meta(), tmp_path / "five").read_text()
     assert "The test intervals resample" not in text
+
+
+def test_the_setup_counts_runs_by_precision_xla_and_threads():
+    from keras_attn.study.report.tables import _policies
+
+    runs = pd.DataFrame(
+        dict(precision=["float32"] * 3, xla=[False] * 3, intra_op_threads=[1, 1, 2])
+    )
+    assert _policies(runs) == (
+        "float32, no XLA, 1 thread (2 runs); float32, no XLA, 2 threads (1 runs)"
+    )
+    older = runs.assign(intra_op_threads=[1, None, None])  # runs from before it was recorded
+    assert "float32, no XLA, threads unrecorded (2 runs)" in _policies(older)
+    assert _policies(runs.drop(columns="intra_op_threads")) == "float32, no XLA (3 runs)"

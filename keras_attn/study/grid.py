@@ -41,6 +41,7 @@ RUN_COLUMNS = (
     "stopped_early",
     "precision",
     "xla",
+    "intra_op_threads",
     "wall_seconds",
     "run_dir",
     "failure",

@@ -42,11 +42,18 @@ def _failure_text(failure) -> str:
 
 
 def _policies(runs: pd.DataFrame) -> str:
-    """ "float32, no XLA (16 runs)": each compute setup the runs used, with its count."""
+    """ "float32, no XLA, 1 thread (16 runs)": each compute setup the runs used, with its
+    count. Thread counts matter: one- and two-thread runs of one config differ."""
     if "precision" not in runs or runs["precision"].isna().all():
         return DASH
     xla = runs["xla"].map({True: "XLA", False: "no XLA"}).fillna("XLA unknown")
-    counts = (runs["precision"].fillna("unknown") + ", " + xla).value_counts()
+    setup = runs["precision"].fillna("unknown") + ", " + xla
+    threads = runs.get("intra_op_threads")
+    if threads is not None and threads.notna().any():  # recorded since 2026-12-03
+        setup += threads.map(
+            lambda n: f", {int(n)} thread{'s' if n != 1 else ''}", na_action="ignore"
+        ).fillna(", threads unrecorded")
+    counts = setup.value_counts()
     return "; ".join(f"{policy} ({n} runs)" for policy, n in counts.items())
 
 
