@@ -317,10 +317,10 @@ def main():
         # The data is on disk before any worker starts (it was loaded above). Each worker
         # runs this command with the round's seeds (the last --seeds wins).
         argv = [*sys.argv[1:], "--seeds", str(len(seeds))]
-        ip, port = "127.0.0.1", local_workers.free_port()
-        with local_workers.LocalWorkers(study.workers, argv, ip, port) as workers:
+        loopback, free = "127.0.0.1", local_workers.free_port()
+        with local_workers.LocalWorkers(study.workers, argv, loopback, free) as workers:
             run_distributed_grid(
-                out, variants, seeds, run_one, "chief", ip, port, axes, workers.alive
+                out, variants, seeds, run_one, "chief", loopback, free, axes, workers.alive
             )
 
     if role == "single" and study.seeds == seed_rule.AUTO:
