@@ -191,5 +191,45 @@ text = "{}"
     (tmp_path / "findings.toml").write_text(
         'readme = "README.md"\n' + claim.format("1").replace('axis = "distractors"\n', "")
     )
-    with pytest.raises(UserError, match="`axis` goes with, and only with, interaction"):
+    with pytest.raises(UserError, match="interaction needs an `axis`"):
+        claims.read_claims(tmp_path)
+
+
+def test_a_variance_ratio_claim_pools_the_seed_variance_within_its_axis(tmp_path):
+    # At each size b scatters over seeds exactly twice as far as a around that size's own
+    # mean (variance 4x), while the sizes' means differ a lot: pooled within sizes the
+    # ratio is exactly 4 on 4 + 4 degrees of freedom; unpooled, the means' spread swamps it.
+    rows = [
+        dict(variant=v, seed=seed, size=size, status="completed", test_accuracy=y)
+        for size, mean in ((50, 0.5), (200, 0.9))
+        for seed, step in enumerate((-1, 0, 1))
+        for v, y in (("a", mean + 0.01 * step), ("b", mean - 0.1 + 0.02 * step))
+    ]
+    rows.append(dict(variant="b", seed=3, size=200, status="failed", test_accuracy=0.0))
+    (tmp_path / "toy").mkdir()
+    pd.DataFrame(rows).to_csv(tmp_path / "toy" / "results.csv", index=False)
+    claim = """[[claim]]
+study = "toy"
+statistic = "variance_ratio"
+metric = "test_accuracy"
+variant = "b"
+baseline = "a"
+{axis}text = "?"
+"""
+    toml = tmp_path / "findings.toml"
+    toml.write_text('readme = "README.md"\n' + claim.format(axis='axis = "size"\n'))
+    listed, _ = claims.read_claims(tmp_path)
+    # F(4, 4) quantiles: 0.025 -> 0.1041, 0.975 -> 9.6045.
+    assert claims.recompute(tmp_path, listed[0]) == "4.00 [0.42, 38.42]"
+    toml.write_text('readme = "README.md"\n' + claim.format(axis=""))
+    listed, _ = claims.read_claims(tmp_path)
+    unpooled = claims.recompute(tmp_path, listed[0])
+    assert unpooled.startswith("1.0") and unpooled != "4.00 [0.42, 38.42]"
+    toml.write_text('readme = "README.md"\n' + claim.format(axis='axis = "width"\n'))
+    listed, _ = claims.read_claims(tmp_path)
+    with pytest.raises(UserError, match="no column 'width'"):
+        claims.recompute(tmp_path, listed[0])
+    bad = claim.format(axis='axis = "size"\n').replace("variance_ratio", "mean_std_ci")
+    toml.write_text('readme = "README.md"\n' + bad)
+    with pytest.raises(UserError, match="`axis` goes only with interaction or variance_ratio"):
         claims.read_claims(tmp_path)

@@ -171,6 +171,12 @@ def test_no_interaction_is_found_in_flat_data_and_the_report_says_what_it_could_
     ):
         assert heading in text
     assert "corrects over all 5 tests of this report" in text
+    # Pooled within sizes: the best val accuracies here do not vary over seeds (no ratio),
+    # the test accuracies do (binomial scatter of the planted predictions).
+    spread = text.split("## Seed variance over all conditions")[1].split("\n## ")[0]
+    (row,) = [line for line in spread.splitlines() if line.startswith("| cbam |")]
+    _, val_ratio, test_ratio = (cell.strip() for cell in row.strip("|").split("|"))
+    assert val_ratio.startswith("—") and float(test_ratio.split(" [")[0]) > 0
     assert "could have detected ≥ 0." in text
     assert "Per doubling of the training set, cbam − none test accuracy changes by" in text
     assert (tmp_path / "out" / "figures" / "lr_curves.png").stat().st_size > 1000

@@ -19,7 +19,10 @@ Statistics: `mean_std_ci` (mean ± std [95% t-interval] over the variant's compl
 runs), `paired_difference` (as the report's paired tables), `test_difference` (the
 report's test comparison: a bootstrap over seeds and test images) and `interaction` (the
 report's interaction slope: each seed's paired test-accuracy difference fitted on the
-claim's `axis`, e.g. `axis = "distractors"`, per doubling for data sizes). `where` keeps the runs
+claim's `axis`, e.g. `axis = "distractors"`, per doubling for data sizes) and
+`variance_ratio` (the variant's variance over seeds against the baseline's, with its F
+interval; with an `axis`, pooled within each of its values, as the report's "Seed variance
+over all conditions"). `where` keeps the runs
 whose columns have the given values (`where = { lr = 0.01 }`). A claim holds when the
 recomputed text equals `text` and the README contains it; the command prints one line per
 claim and exits 1 if any fails.
@@ -37,9 +40,16 @@ import pandas as pd
 
 from keras_attn.errors import UserError
 from keras_attn.study import comparisons, stats
-from keras_attn.study.report.formatting import ci, diff_phrase, mean_std_ci, signed
+from keras_attn.study.report.formatting import ci, diff_phrase, mean_std_ci, num, signed
 
-STATISTICS = ("mean_std_ci", "paired_difference", "test_difference", "interaction")
+STATISTICS = (
+    "mean_std_ci",
+    "paired_difference",
+    "test_difference",
+    "interaction",
+    "variance_ratio",
+)
+POOLED = ("interaction", "variance_ratio")  # the statistics that take an `axis`
 CLAIMS_FILE = "findings.toml"
 
 
@@ -82,8 +92,10 @@ def read_claims(folder: Path) -> tuple[list[Claim], Path]:
             )
         if claim.statistic != "mean_std_ci" and not claim.baseline:
             raise UserError(f"{path}: claim {number}: {claim.statistic} needs a baseline")
-        if (claim.statistic == "interaction") != (claim.axis is not None):
-            raise UserError(f"{path}: claim {number}: `axis` goes with, and only with, interaction")
+        if claim.statistic == "interaction" and claim.axis is None:
+            raise UserError(f"{path}: claim {number}: interaction needs an `axis`")
+        if claim.axis is not None and claim.statistic not in POOLED:
+            raise UserError(f"{path}: claim {number}: `axis` goes only with " + " or ".join(POOLED))
         claims.append(claim)
     if not claims:
         raise UserError(f"{path}: no [[claim]] entries")
@@ -120,6 +132,8 @@ def recompute(folder: Path, claim: Claim) -> str:
         return diff_phrase(table.loc[claim.variant])
     if claim.statistic == "interaction":
         return _interaction(runs, claim)
+    if claim.statistic == "variance_ratio":
+        return _variance_ratio(done, claim)
     # The report's own test comparison, on the committed copies of the runs' predictions.
     committed = Path(folder) / claim.study / "runs"
     runs = runs.assign(run_dir=[str(committed / Path(r).name) for r in runs["run_dir"]])
@@ -144,6 +158,18 @@ def _interaction(runs: pd.DataFrame, claim: Claim) -> str:
     if math.isnan(trend.slope):
         return "—"
     return f"{signed(trend.slope, 4)} {ci(trend.low, trend.high, 4)}"
+
+
+def _variance_ratio(done: pd.DataFrame, claim: Claim) -> str:
+    if claim.axis is not None and claim.axis not in done:
+        raise UserError(f"results.csv: no column {claim.axis!r} (claim {claim.name})")
+    axes = [claim.axis] if claim.axis else []
+    ratio, low, high = comparisons.seed_variance_ratio(
+        done, axes, claim.variant, claim.baseline, claim.metric
+    )
+    if math.isnan(ratio):
+        return "—"
+    return f"{num(ratio, 2)} {ci(low, high, 2)}"
 
 
 def check(folder: str | Path) -> int:

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from keras_attn.study import stats
+
 RESAMPLES = 4000
 CHUNK = 250  # resamples per matrix product: (CHUNK, N) weights stay a few MB
 
@@ -151,6 +153,23 @@ def paired_trend(
     pairs = (table[variant] - table[baseline]).dropna()
     x = pairs.index.get_level_values(axis).to_numpy(float)
     return interaction(np.log2(x) if axis in LOG2_AXES else x, pairs.to_numpy())
+
+
+def seed_variance_ratio(
+    runs: pd.DataFrame, axes, variant, baseline, metric: str = "best_val_accuracy"
+) -> tuple[float, float, float]:
+    """`stats.variance_ratio` of `variant` against `baseline` in `metric` over seeds,
+    pooled within each combination of `axes` (every run alike when empty); `runs` holds
+    one row per completed run."""
+    axes = list(axes)
+
+    def side(name):
+        mine = runs[runs["variant"] == name]
+        groups = mine[axes].astype(str).agg("|".join, axis=1) if axes else None
+        return mine[metric], groups
+
+    (a, a_groups), (b, b_groups) = side(variant), side(baseline)
+    return stats.variance_ratio(a, b, a_groups=a_groups, b_groups=b_groups)
 
 
 def test_predictions(run_dir) -> dict | None:

@@ -108,18 +108,39 @@ def gradient_spikes(grad_norm_max) -> float:
     return float(np.sum(g > SPIKE_FACTOR * np.median(g)))
 
 
-def variance_ratio(a, b, confidence: float = 0.95) -> tuple[float, float, float]:
+def variance_ratio(
+    a, b, confidence: float = 0.95, a_groups=None, b_groups=None
+) -> tuple[float, float, float]:
     """var(a) / var(b) over seeds with its F interval `(ratio, low, high)` (NaN with
-    fewer than 2 values on a side or a zero variance in b)."""
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
-    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
-    if a.size < 2 or b.size < 2 or np.var(b, ddof=1) == 0:
+    fewer than 2 values on a side or a zero variance in b).
+
+    With `a_groups` / `b_groups` (one label per value, e.g. the training size of each
+    run) each variance is pooled within its groups: squared deviations from each
+    group's own mean over sum(n_group - 1), so that conditions with different means
+    add seeds to one test of reproducibility instead of inflating it."""
+    var_a, df_a = _pooled_variance(a, a_groups)
+    var_b, df_b = _pooled_variance(b, b_groups)
+    if df_a < 1 or df_b < 1 or var_b == 0:
         return math.nan, math.nan, math.nan
-    ratio = float(np.var(a, ddof=1) / np.var(b, ddof=1))
+    ratio = var_a / var_b
     tail = (1 - confidence) / 2
-    f = scipy_stats.f(a.size - 1, b.size - 1)
+    f = scipy_stats.f(df_a, df_b)
     return ratio, ratio / float(f.ppf(1 - tail)), ratio / float(f.ppf(tail))
+
+
+def _pooled_variance(values, groups=None) -> tuple[float, int]:
+    """`(variance, degrees of freedom)` of `values` pooled within `groups` (one group
+    when None); NaN values are left out."""
+    frame = pd.DataFrame({"v": np.asarray(values, dtype=float)})
+    frame["g"] = 0 if groups is None else np.asarray(groups)
+    frame = frame.dropna(subset=["v"])
+    sizes = frame.groupby("g")["v"].transform("size")
+    frame = frame[sizes >= 2]
+    df = len(frame) - frame["g"].nunique()
+    if df < 1:
+        return math.nan, 0
+    deviations = frame["v"] - frame.groupby("g")["v"].transform("mean")
+    return float((deviations**2).sum() / df), int(df)
 
 
 UNDER_TRAINED = 0.8  # a best epoch in the last 20% of the epochs allowed

@@ -21,6 +21,7 @@ from keras_attn.study.report.grid_tables import (
     endpoints_section,
     final_focus_section,
     interaction_section,
+    seed_variance_section,
     tuning_section,
 )
 from keras_attn.study.report.tables import (
@@ -79,6 +80,7 @@ def render_report(g: Grid, figures: dict[str, Path], out_dir: Path, other=None) 
             sections += condition_sections(study)
     sections += [
         interaction_section(g),
+        seed_variance_section(g),
         figures_section(figures, out_dir),
         "## Key questions",
         question_stabilise(s),

@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from keras_attn.study import selection, stats
+from keras_attn.study import comparisons, selection, stats
 from keras_attn.study.report.analysis import Study
 from keras_attn.study.report.formatting import DASH, ci, num, signed
 from keras_attn.study.report.grid import Grid, condition_label, holm_verdict
@@ -189,6 +189,42 @@ def interaction_section(g: Grid) -> str:
             f"Least squares of each seed's paired test-accuracy difference (variant − "
             f"{g.baseline}, runs at their chosen rates) on the axis value; p (Holm) corrects "
             f"over all {g.n_tests} tests of this report.",
+            "",
+            md_table(header, rows),
+        ]
+    )
+
+
+SPREAD_METRICS = (("best_val_accuracy", "best val acc"), ("test_accuracy", "test acc"))
+
+
+def seed_variance_section(g: Grid) -> str:
+    """Is a variant as reproducible across seeds as the baseline, over all conditions?"""
+    chosen = g.runs[g.runs["selected"] & (g.runs["status"] == stats.COMPLETED)]
+    if not g.multi or g.baseline not in set(chosen["variant"]):
+        return ""
+    rows = []
+    for variant in sorted(set(chosen["variant"]) - {g.baseline}):
+        row = [variant]
+        for metric, _ in SPREAD_METRICS:
+            ratio = comparisons.seed_variance_ratio(
+                chosen, g.condition_axes, variant, g.baseline, metric
+            )
+            row.append(f"{num(ratio[0], 2)} {ci(ratio[1], ratio[2], 2)}")
+        rows.append(row)
+    header = [
+        "variant",
+        *(f"{label}: variance ratio vs {g.baseline} [95% CI]" for _, label in SPREAD_METRICS),
+    ]
+    return "\n".join(
+        [
+            "## Seed variance over all conditions",
+            "",
+            "How much a variant's result depends on the seed, against the baseline: the "
+            "variance over seeds within each condition (its spread around that condition's "
+            "own mean), pooled over the conditions, as a ratio with its F interval (1 = as "
+            "reproducible; above 1 = less). Runs at their chosen rates; the F interval assumes "
+            "roughly normal seed-to-seed scatter and is not Holm-corrected.",
             "",
             md_table(header, rows),
         ]
