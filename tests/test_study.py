@@ -251,6 +251,24 @@ def test_bad_variants_and_seeds_are_one_line_errors(args, message, monkeypatch, 
     assert not list(tmp_path.iterdir())  # refused before any data or folder was made
 
 
+def test_a_worker_of_a_grid_across_machines_is_refused_the_seed_rule_s_settings(
+    monkeypatch, tmp_path, capsys
+):
+    # Only this machine's own workers (--workers N) carry the chief's --target-halfwidth;
+    # a worker started by hand with it and a fixed --seeds N would silently ignore it.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KERAS_ATTN_LOCAL_WORKER", raising=False)
+    for name, value in (("TUNER_ID", "worker0"), ("ORACLE_IP", "127.0.0.1"), ("ORACLE_PORT", "1")):
+        monkeypatch.setenv(f"KERASTUNER_{name}", value)
+    argv = ["python -m keras_attn.study", "image", "--seeds", "4", "--target-halfwidth", "0.01"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        study_main.cli()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().endswith("--target-halfwidth needs --seeds auto")
+    assert not list(tmp_path.iterdir())
+
+
 def test_print_config_resolves_the_baseline_with_the_study_defaults(monkeypatch, tmp_path, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["python -m keras_attn.study", "image", "--print-config"])

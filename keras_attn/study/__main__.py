@@ -258,7 +258,7 @@ def main():
     role, ip, port = distributed_role()
     # A local worker of a `--seeds auto` study is given its round's seed count (below);
     # the rule's own settings in its command are the chief's.
-    target = None if role == "worker" else study.target_halfwidth
+    target = None if local_workers.is_local_worker() else study.target_halfwidth
     start = seed_rule.first_seeds(study.seeds, target, study.max_seeds)
     seeds = list(range(base.seed, base.seed + start))
     out = Path(study.out or os.path.join("runs", "study", args.kind))

@@ -31,11 +31,21 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
     return max(1, (cores or os.cpu_count() or 1) // workers)
 
 
+# Set in every local worker's environment: its command still carries the chief's
+# `--seeds auto` rule settings, which only the chief applies.
+LOCAL_WORKER = "KERAS_ATTN_LOCAL_WORKER"
+
+
+def is_local_worker() -> bool:
+    return os.environ.get(LOCAL_WORKER) == "1"
+
+
 def worker_env(index: int, ip: str, port: int, threads: int) -> dict[str, str]:
     """The environment of worker `index`: Keras Tuner's worker variables and its threads."""
     return {
         **os.environ,
         "KERASTUNER_TUNER_ID": f"worker{index}",
+        LOCAL_WORKER: "1",
         "KERASTUNER_ORACLE_IP": ip,
         "KERASTUNER_ORACLE_PORT": str(port),
         # TensorFlow's own pools and oneDNN's OpenMP pool.
