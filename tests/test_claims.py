@@ -1,5 +1,6 @@
 """`python -m keras_attn.study check`: the README's findings recomputed from committed data."""
 
+import json
 import os
 import subprocess
 import sys
@@ -96,6 +97,27 @@ def test_claims_recompute_from_the_data_and_hold_when_the_readme_quotes_them(tmp
     (folder / "README.md").write_text(f"b: {got[0]}; b − a: {got[1]}; test: {got[2]}")
     assert claims.check(folder) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "3 of 3 claims hold"
+
+
+def test_in_a_study_that_tuned_the_rate_only_the_chosen_rate_s_runs_count(tmp_path):
+    # b ran at 0.01 (mean best val 0.61) and once at 0.1 (0.1): with study.json saying the
+    # rate was tuned, b's figures are its 0.01 runs' without any `where`, as in the report.
+    folder = _findings(tmp_path, "")
+    toml = folder / "findings.toml"
+    toml.write_text(toml.read_text().replace("where = { lr = 0.01 }\n", ""))
+    listed, _ = claims.read_claims(folder)
+    untuned = claims.recompute(folder, listed[0])
+    assert untuned != "0.610 ± 0.010 [0.59, 0.63]"  # the 0.1 run counts: nothing says tuned
+    meta = dict(axes=dict(lr=[0.01, 0.1]), tuned=["lr"])
+    (folder / "toy" / "study.json").write_text(json.dumps(dict(kind="image", meta=meta)))
+    assert [claims.recompute(folder, c) for c in listed] == [
+        "0.610 ± 0.010 [0.59, 0.63]",
+        "+0.100 [0.100, 0.100]",
+        "+0.200 [0.120, 0.280]",
+    ]
+    (folder / "toy" / "study.json").write_text("{not json")
+    with pytest.raises(UserError, match="study.json: not a readable study file"):
+        claims.recompute(folder, listed[0])
 
 
 def test_a_readme_figure_the_data_do_not_give_or_the_readme_lacks_fails(tmp_path, capsys):
@@ -233,3 +255,38 @@ baseline = "a"
     toml.write_text('readme = "README.md"\n' + bad)
     with pytest.raises(UserError, match="`axis` goes only with interaction or variance_ratio"):
         claims.read_claims(tmp_path)
+
+
+def test_a_focus_claim_is_the_final_epoch_s_focus_against_chance_paired_by_seed(tmp_path):
+    # Final-epoch focus of b: 0.6, 0.7, 0.8 against chance 0.5 at every seed (+0.2 on
+    # average, t-interval over 3 seeds); its earlier epochs and a at 0.3 must not count.
+    rows = []
+    for seed in range(3):
+        for variant, final in (("a", 0.3), ("b", 0.6 + 0.1 * seed)):
+            rows += [
+                dict(variant=variant, seed=seed, epoch=e, focus_temporal=value)
+                | dict(focus_temporal_chance=0.5, val_accuracy=0.5, loss=1.0)
+                for e, value in ((1, 0.9), (2, final))
+            ]
+    (tmp_path / "toy").mkdir()
+    pd.DataFrame(rows).to_csv(tmp_path / "toy" / "curves.csv", index=False)
+    runs = [
+        dict(variant=v, seed=seed, status="completed", best_val_accuracy=0.5, best_epoch=2)
+        for seed in range(3)
+        for v in ("a", "b")
+    ]
+    pd.DataFrame(runs).to_csv(tmp_path / "toy" / "results.csv", index=False)
+    claim = """[[claim]]
+study = "toy"
+statistic = "focus"
+metric = "focus_temporal"
+variant = "{}"
+text = "?"
+"""
+    (tmp_path / "findings.toml").write_text('readme = "README.md"\n' + claim.format("b"))
+    listed, _ = claims.read_claims(tmp_path)
+    # t(2) 0.975 quantile 4.3027 x std 0.1 / sqrt(3) = 0.248.
+    assert claims.recompute(tmp_path, listed[0]) == "0.700 vs 0.500: +0.200 [−0.048, 0.448]"
+    (tmp_path / "findings.toml").write_text('readme = "README.md"\n' + claim.format("a"))
+    listed, _ = claims.read_claims(tmp_path)
+    assert claims.recompute(tmp_path, listed[0]).startswith("0.300 vs 0.500: −0.200")

@@ -17,19 +17,23 @@ the variant (and baseline) and the text the README prints, e.g.:
 
 Statistics: `mean_std_ci` (mean ± std [95% t-interval] over the variant's completed
 runs), `paired_difference` (as the report's paired tables), `test_difference` (the
-report's test comparison: a bootstrap over seeds and test images) and `interaction` (the
+report's test comparison: a bootstrap over seeds and test images), `interaction` (the
 report's interaction slope: each seed's paired test-accuracy difference fitted on the
-claim's `axis`, e.g. `axis = "distractors"`, per doubling for data sizes) and
+claim's `axis`, e.g. `axis = "distractors"`, per doubling for data sizes),
 `variance_ratio` (the variant's variance over seeds against the baseline's, with its F
 interval; with an `axis`, pooled within each of its values, as the report's "Seed variance
-over all conditions"). `where` keeps the runs
-whose columns have the given values (`where = { lr = 0.01 }`). A claim holds when the
-recomputed text equals `text` and the README contains it; the command prints one line per
-claim and exits 1 if any fails.
+over all conditions") and `focus` (the report's focus table: the final epoch's focus
+`metric`, e.g. `focus_temporal`, against its chance level, paired by seed; one condition
+of a grid, pinned with `where`). `where` keeps the runs whose columns have the given values
+(`where = { lr = 0.01 }`); in a study that tuned the rate (`--tune-lr`) only the runs at
+each variant's chosen rate count, as in its report. A claim holds when the recomputed text
+equals `text` and the README contains it; the command prints one line per claim and exits
+1 if any fails.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -39,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from keras_attn.errors import UserError
-from keras_attn.study import comparisons, stats
+from keras_attn.study import comparisons, selection, stats
 from keras_attn.study.report.formatting import ci, diff_phrase, mean_std_ci, num, signed
 
 STATISTICS = (
@@ -48,9 +52,11 @@ STATISTICS = (
     "test_difference",
     "interaction",
     "variance_ratio",
+    "focus",
 )
 POOLED = ("interaction", "variance_ratio")  # the statistics that take an `axis`
 CLAIMS_FILE = "findings.toml"
+STUDY_FILE = "study.json"
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,7 @@ def read_claims(folder: Path) -> tuple[list[Claim], Path]:
                 f"{path}: claim {number}: unknown statistic {claim.statistic!r}; valid: "
                 + ", ".join(STATISTICS)
             )
-        if claim.statistic != "mean_std_ci" and not claim.baseline:
+        if claim.statistic not in ("mean_std_ci", "focus") and not claim.baseline:
             raise UserError(f"{path}: claim {number}: {claim.statistic} needs a baseline")
         if claim.statistic == "interaction" and claim.axis is None:
             raise UserError(f"{path}: claim {number}: interaction needs an `axis`")
@@ -106,12 +112,25 @@ def _runs(folder: Path, claim: Claim) -> pd.DataFrame:
     path = folder / claim.study / "results.csv"
     if not path.exists():
         raise UserError(f"{path}: no such file (claim {claim.name})")
-    runs = pd.read_csv(path)
+    runs = _at_chosen_rates(pd.read_csv(path), folder / claim.study / STUDY_FILE)
     for column, value in claim.where.items():
         if column not in runs:
             raise UserError(f"{path}: no column {column!r} (claim {claim.name})")
         runs = runs[np.isclose(runs[column], value) if _is_number(value) else runs[column] == value]
     return runs
+
+
+def _at_chosen_rates(runs: pd.DataFrame, study_file: Path) -> pd.DataFrame:
+    """With `--tune-lr` (the study's `study.json` says so) only the runs at each variant's
+    rate chosen on validation, as every table of the report after its sweep."""
+    try:
+        meta = json.loads(study_file.read_text()).get("meta", {})
+    except FileNotFoundError:
+        return runs
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{study_file}: not a readable study file ({err})") from None
+    runs = selection.select(runs, dict(meta.get("axes") or {}), list(meta.get("tuned") or []))
+    return runs[runs["selected"]].drop(columns="selected")
 
 
 def _is_number(value) -> bool:
@@ -134,6 +153,8 @@ def recompute(folder: Path, claim: Claim) -> str:
         return _interaction(runs, claim)
     if claim.statistic == "variance_ratio":
         return _variance_ratio(done, claim)
+    if claim.statistic == "focus":
+        return _focus(Path(folder), claim, runs)
     # The report's own test comparison, on the committed copies of the runs' predictions.
     committed = Path(folder) / claim.study / "runs"
     runs = runs.assign(run_dir=[str(committed / Path(r).name) for r in runs["run_dir"]])
@@ -158,6 +179,25 @@ def _interaction(runs: pd.DataFrame, claim: Claim) -> str:
     if math.isnan(trend.slope):
         return "—"
     return f"{signed(trend.slope, 4)} {ci(trend.low, trend.high, 4)}"
+
+
+def _focus(folder: Path, claim: Claim, runs: pd.DataFrame) -> str:
+    path = folder / claim.study / "curves.csv"
+    if not path.exists():
+        raise UserError(f"{path}: no such file (claim {claim.name})")
+    curves = pd.read_csv(path)
+    # The curves of the runs kept: the chosen rate and the conditions `where` pins.
+    pinned = [c for c in (selection.TUNED, *claim.where) if c in curves and c in runs]
+    keys = ["variant", "seed", *pinned]
+    if runs.duplicated(["variant", "seed"]).any():
+        raise UserError(f"claim {claim.name}: runs of several conditions; pin them with `where`")
+    table = stats.focus_above_chance(curves.merge(runs[keys], on=keys), runs)
+    row = table[(table["variant"] == claim.variant) & (table["measure"] == claim.metric)]
+    if row.empty:
+        return "—"
+    r = row.iloc[0]
+    interval = ci(r["low"], r["high"])
+    return f"{num(r['focus'])} vs {num(r['chance'])}: {signed(r['mean_diff'])} {interval}"
 
 
 def _variance_ratio(done: pd.DataFrame, claim: Claim) -> str:
