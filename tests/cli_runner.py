@@ -14,6 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 OFFLINE = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
 
 
+def module_env() -> dict[str, str]:
+    """The environment for `python -m keras_attn...` run from another folder: the checkout
+    on the path (a script finds it by its own location, a module only through this)."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": path, **OFFLINE}
+
+
 def run_cli(script, args, cwd):
     """The script in a fresh process: its CompletedProcess (stdout, stderr, returncode)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **OFFLINE}

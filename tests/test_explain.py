@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import cv2
 import keras
 import numpy as np
 import pytest
-from cli_runner import OFFLINE, run_cli
+from cli_runner import module_env, run_cli
 from sign_clips import tiny_sign_clips
 from test_train_video_cli import _h264
 
@@ -33,11 +32,10 @@ PROG = "python -m keras_attn.explain"
 
 def _explain(args, cwd):
     """The command in a fresh process, as a user runs it."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **OFFLINE}
     return subprocess.run(
         [sys.executable, "-m", "keras_attn.explain", *args],
         cwd=cwd,
-        env=env,
+        env=module_env(),
         capture_output=True,
         text=True,
         timeout=300,
