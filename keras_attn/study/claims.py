@@ -113,9 +113,10 @@ def _runs(folder: Path, claim: Claim) -> pd.DataFrame:
     if not path.exists():
         raise UserError(f"{path}: no such file (claim {claim.name})")
     runs = _at_chosen_rates(pd.read_csv(path), folder / claim.study / STUDY_FILE)
-    for column, value in claim.where.items():
+    for column in [*claim.where, *([claim.axis] if claim.axis else [])]:
         if column not in runs:
             raise UserError(f"{path}: no column {column!r} (claim {claim.name})")
+    for column, value in claim.where.items():
         runs = runs[np.isclose(runs[column], value) if _is_number(value) else runs[column] == value]
     return runs
 
@@ -172,8 +173,6 @@ def recompute(folder: Path, claim: Claim) -> str:
 
 
 def _interaction(runs: pd.DataFrame, claim: Claim) -> str:
-    if claim.axis not in runs:
-        raise UserError(f"results.csv: no column {claim.axis!r} (claim {claim.name})")
     done = runs[runs["status"] == stats.COMPLETED]
     trend = comparisons.paired_trend(done, claim.axis, claim.variant, claim.baseline, claim.metric)
     if math.isnan(trend.slope):
@@ -201,8 +200,6 @@ def _focus(folder: Path, claim: Claim, runs: pd.DataFrame) -> str:
 
 
 def _variance_ratio(done: pd.DataFrame, claim: Claim) -> str:
-    if claim.axis is not None and claim.axis not in done:
-        raise UserError(f"results.csv: no column {claim.axis!r} (claim {claim.name})")
     axes = [claim.axis] if claim.axis else []
     ratio, low, high = comparisons.seed_variance_ratio(
         done, axes, claim.variant, claim.baseline, claim.metric
