@@ -1,12 +1,15 @@
-"""float32 against bfloat16 for the default image run: accuracy and training time, seed by seed.
+"""float32 against bfloat16 for the default image (or video) run: accuracy and training time,
+seed by seed.
 
-    python benchmarks/precision_parity.py [--seeds 3] [--precisions off,bf16]
-        [--out benchmarks/runs/precision_parity] [-- EXTRA train_image.py FLAGS]
+    python benchmarks/precision_parity.py [--script train_image.py|train_video.py] [--seeds 3]
+        [--precisions off,bf16] [--out benchmarks/runs/precision_parity] [-- EXTRA FLAGS]
 
-Runs `python train_image.py --seed S --mixed-precision P --run-dir OUT/P-seedS` for every
+Runs `python SCRIPT --seed S --mixed-precision P --run-dir OUT/P-seedS` for every
 seed and precision, interleaved (seed 0 float32, seed 0 bf16, seed 1 float32, ...) so that
 a drift in the machine's speed falls on both precisions alike. A finished run directory is
-resumed by train_image.py (nothing retrained), so the script can be stopped and rerun.
+resumed by its script (nothing retrained), so the benchmark can be stopped and rerun. A
+video run's wall time holds the frame encoding of the first run in each precision (its
+features are cached per precision, so later seeds reuse them); its steady time is the head's.
 
 Per run it prints the best val accuracy, the test accuracy at the best-val epoch, the wall
 time of the run and its steady training time (the sum of `epoch_seconds` of epochs 2..E in
@@ -29,13 +32,15 @@ from pathlib import Path
 import pandas as pd
 
 from keras_attn.experiments.image import ImageExperiment
+from keras_attn.experiments.video import VideoExperiment
 
 ROOT = Path(__file__).resolve().parents[1]
+SPECS = {"train_image.py": ImageExperiment, "train_video.py": VideoExperiment}
 
 
-def run(seed: int, precision: str, out: Path, extra: list[str]) -> dict:
+def run(script: str, seed: int, precision: str, out: Path, extra: list[str]) -> dict:
     run_dir = out / f"{precision}-seed{seed}"
-    command = [sys.executable, str(ROOT / "train_image.py"), "--seed", str(seed)]
+    command = [sys.executable, str(ROOT / script), "--seed", str(seed)]
     command += ["--mixed-precision", precision, "--run-dir", str(run_dir), *extra]
     print("$", " ".join(command[1:]), flush=True)
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
@@ -43,7 +48,7 @@ def run(seed: int, precision: str, out: Path, extra: list[str]) -> dict:
         sys.exit(f"run failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
     summary = json.loads((run_dir / "summary.json").read_text())
     history = pd.read_csv(run_dir / "history.csv")
-    spec = ImageExperiment.from_dict(json.loads((run_dir / "config.json").read_text()))
+    spec = SPECS[script].from_dict(json.loads((run_dir / "config.json").read_text()))
     return {
         "seed": seed,
         "precision": spec.mixed_precision,
@@ -57,6 +62,7 @@ def run(seed: int, precision: str, out: Path, extra: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--script", choices=sorted(SPECS), default="train_image.py")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--precisions", default="off,bf16")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/runs/precision_parity")
@@ -64,7 +70,7 @@ def main() -> None:
     extra = [a for a in extra if a != "--"]
     precisions = args.precisions.split(",")
     print(f"machine: os.cpu_count()={os.cpu_count()}; load average {os.getloadavg()}")
-    rows = [run(s, p, args.out, extra) for s in range(args.seeds) for p in precisions]
+    rows = [run(args.script, s, p, args.out, extra) for s in range(args.seeds) for p in precisions]
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
     table.to_csv(args.out / "runs.csv", index=False)
