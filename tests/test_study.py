@@ -558,3 +558,20 @@ def test_a_local_worker_that_asks_after_the_grid_is_handed_out_is_told_to_stop(
         late_worker_done.set()
         chief.join(timeout=30)
     assert not chief.is_alive()
+
+
+def test_a_study_computed_in_another_precision_is_not_resumed_in_this_one(tmp_path):
+    # `auto` resolves per machine: the same command on a CPU with bfloat16 units would
+    # otherwise reach the first finished float32 run and stop there, or mix precisions.
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "study.json").write_text(json.dumps({"meta": {"config": {"mixed_precision": "bf16"}}}))
+    done = study(["image", *TINY_IMAGES, "--mixed-precision", "off", "--out", "study"], tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith(
+        "python -m keras_attn.study: error: study holds a study computed with "
+        "--mixed-precision bf16; this command's is off"
+    )
+    assert line.endswith(": pass --mixed-precision bf16 to go on with it, or choose another --out")
+    assert sorted(p.name for p in out.iterdir()) == ["study.json"]  # nothing started

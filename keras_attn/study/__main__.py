@@ -51,6 +51,7 @@ from keras_attn.study.grid import (
     write_tables,
 )
 from keras_attn.study.report import Grid, write_report
+from keras_attn.training import acceleration
 from keras_attn.training.files import read_json
 from keras_attn.tuner_cluster import check_port_free, distributed_role
 
@@ -219,6 +220,23 @@ def software_versions() -> dict:
     }
 
 
+def check_same_precision(out: Path, precision: str) -> None:
+    """Refuses to go on with a study in `out` that computed in another precision: `auto`
+    resolves per machine, so the same command on a CPU with bfloat16 units would otherwise
+    stop at the first finished run (its config differs) or mix precisions in one grid."""
+    recorded = (read_json(out / "study.json", default=None) or {}).get("meta", {})
+    before = recorded.get("config", {}).get("mixed_precision")
+    if before is None or before == precision:
+        return
+    auto, why = acceleration.resolve_precision("auto")
+    here = f" (what auto is here: {why})" if precision == auto else ""
+    raise UserError(
+        f"{out} holds a study computed with --mixed-precision {before}; this command's is "
+        f"{precision}{here}: pass --mixed-precision {before} to go on with it, or choose "
+        "another --out"
+    )
+
+
 def other_study(out: Path, kind: str):
     """The other kind's finished study beside this one, for the images-vs-video paragraph."""
     other = out.parent / ("video" if kind == "image" else "image")
@@ -262,6 +280,7 @@ def main():
     start = seed_rule.first_seeds(study.seeds, target, study.max_seeds)
     seeds = list(range(base.seed, base.seed + start))
     out = Path(study.out or os.path.join("runs", "study", args.kind))
+    check_same_precision(out, base.mixed_precision)
     if study.seeds == seed_rule.AUTO and role != "single":
         raise UserError(
             "--seeds auto needs the whole grid's results after each round: run it in one "
