@@ -33,7 +33,8 @@ def mean_and_max(x, axis):
     The values are those of `ops.mean` and `ops.max`. The gradient is the one autodiff gives
     (the mean's spread evenly, the max's shared evenly among tied maxima, as TensorFlow and
     JAX both do), written as one expression: autodiff built it from a broadcast, an
-    equality, a cast, a sum, a division, a product and an addition of full-size tensors.
+    equality, a cast, a sum, a division, a product and an addition of full-size tensors;
+    here it is an equality, a tie count and one select.
     Tie counts are taken in float32 (exact under bfloat16 too).
     """
     axes = tuple(a % len(x.shape) for a in ((axis,) if isinstance(axis, int) else axis))
@@ -54,7 +55,8 @@ def mean_and_max(x, axis):
             ties = ops.sum(ops.cast(hit, "float32"), axis=axes, keepdims=True)
             share = ops.cast(ops.cast(d_peak, "float32") / ties, x.dtype)
             spread = ops.cast(ops.cast(d_mean, "float32") / ops.cast(size, "float32"), x.dtype)
-            return ops.cast(hit, x.dtype) * share + spread
+            # One select over the full map (cast(hit) * share + spread took three passes).
+            return ops.where(hit, share + spread, spread)
 
         return ops.concatenate([mean, peak], axis=-1), grad
 
