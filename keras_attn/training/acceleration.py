@@ -25,8 +25,10 @@ PRECISIONS = ("auto", "on", "bf16", "off")
 # Each concrete --mixed-precision value and the Keras dtype policy it builds layers with.
 POLICIES = {"on": "mixed_float16", "bf16": "mixed_bfloat16", "off": "float32"}
 BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
-# auto picks bf16 on such CPUs only once float32-vs-bf16 runs of the default image and
+# auto would pick bf16 on such CPUs once float32-vs-bf16 runs of the default image and
 # video experiments (3 seeds each) show the same accuracy and a gain in speed (issue 16).
+# Measured on AVX512-BF16 without AMX (benchmarks/RESULTS.md section 13): the image run
+# 1.17x faster, its accuracy outside float32's seed range, frame encoding 0.76x: not yet.
 AUTO_BF16_ON_CPU = False
 
 
