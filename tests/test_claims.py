@@ -217,6 +217,36 @@ text = "{}"
         claims.read_claims(tmp_path)
 
 
+def test_an_interaction_claim_on_two_named_values_goes_from_the_grids_first_to_its_second(
+    tmp_path,
+):
+    # b − a is −0.01 on resnet_small and −0.04 on small_cnn at every seed. The grid lists
+    # small_cnn first, so the change is +0.03, not the −0.03 an alphabetical order gives.
+    rows = [
+        dict(
+            variant=variant,
+            seed=seed,
+            backbone=backbone,
+            status="completed",
+            test_accuracy=0.9 + 0.01 * seed - (cost if variant == "b" else 0.0),
+        )
+        for seed in range(3)
+        for backbone, cost in (("small_cnn", 0.04), ("resnet_small", 0.01))
+        for variant in ("a", "b")
+    ]
+    (tmp_path / "toy").mkdir()
+    pd.DataFrame(rows).to_csv(tmp_path / "toy" / "results.csv", index=False)
+    axes = {"backbone": ["small_cnn", "resnet_small"]}
+    (tmp_path / "toy" / "study.json").write_text(json.dumps({"meta": {"axes": axes}}))
+    (tmp_path / "findings.toml").write_text(
+        'readme = "README.md"\n[[claim]]\nstudy = "toy"\nstatistic = "interaction"\n'
+        'metric = "test_accuracy"\nvariant = "b"\nbaseline = "a"\naxis = "backbone"\n'
+        'text = "?"\n'
+    )
+    listed, _ = claims.read_claims(tmp_path)
+    assert claims.recompute(tmp_path, listed[0]) == "+0.0300 [0.0300, 0.0300]"
+
+
 def test_a_variance_ratio_claim_pools_the_seed_variance_within_its_axis(tmp_path):
     # At each size b scatters over seeds exactly twice as far as a around that size's own
     # mean (variance 4x), while the sizes' means differ a lot: pooled within sizes the

@@ -157,6 +157,49 @@ def test_the_grid_finds_a_planted_interaction_and_corrects_every_test_together(t
     assert first["p_holm"] >= first["p"]
 
 
+def _backbone_grid(tmp_path, order):
+    """none vs cbam on two backbones × 4 seeds at one rate: cbam costs 0.01 on
+    resnet_small and 0.06 on small_cnn; the grid lists the backbones in `order`."""
+    rng = np.random.default_rng(1)
+    cost = dict(resnet_small=0.01, small_cnn=0.06)
+    runs = []
+    for seed in range(4):
+        for backbone in order:
+            for variant in ("none", "cbam"):
+                accuracy = 0.9 - (cost[backbone] if variant == "cbam" else 0.0)
+                run_dir = tmp_path / f"{variant}-{backbone}-{seed}"
+                test = _write_predictions(run_dir, accuracy, rng)
+                runs.append(
+                    dict(variant=variant, seed=seed, backbone=backbone, status="completed")
+                    | dict(best_val_accuracy=accuracy, best_epoch=4, final_val_accuracy=accuracy)
+                    | dict(test_accuracy=test, epochs=10, epochs_completed=10)
+                    | dict(wall_seconds=1.0, run_dir=str(run_dir))
+                )
+    meta = dict(kind="image", baseline="none", axes=dict(backbone=list(order)), tuned=[])
+    meta |= dict(chance=0.1, data="fixture", command="python -m x")
+    return pd.DataFrame(columns=["variant", "seed", "backbone", "epoch"]), pd.DataFrame(runs), meta
+
+
+@pytest.mark.parametrize("order", [("resnet_small", "small_cnn"), ("small_cnn", "resnet_small")])
+def test_an_axis_of_two_named_values_gets_the_change_from_the_first_to_the_second(tmp_path, order):
+    curves, runs, meta = _backbone_grid(tmp_path, order)
+    grid = Grid(curves, runs, meta)
+    (trend,) = grid.interactions.itertuples()
+    assert trend.x == f"backbone: {order[0]} → {order[1]}"
+    # cbam − none is −0.01 on resnet_small and −0.06 on small_cnn (binomial noise on top).
+    expected = -0.05 if order[0] == "resnet_small" else 0.05
+    assert trend.slope == pytest.approx(expected, abs=0.02)
+    assert trend.n == 8 and trend.low < trend.slope < trend.high
+    assert grid.n_tests == 3  # two conditions' cbam-vs-none and the interaction
+
+
+def test_an_axis_of_three_named_values_has_no_interaction(tmp_path):
+    curves, runs, meta = _backbone_grid(tmp_path, ("resnet_small", "small_cnn"))
+    third = runs[runs["backbone"] == "small_cnn"].assign(backbone="densenet")
+    meta["axes"] = dict(backbone=["resnet_small", "small_cnn", "densenet"])
+    assert Grid(curves, pd.concat([runs, third]), meta).interactions.empty
+
+
 def test_no_interaction_is_found_in_flat_data_and_the_report_says_what_it_could_detect(tmp_path):
     curves, runs, meta = _size_grid(tmp_path, gain_per_doubling=0.0)
     text = write_report(curves, runs, meta, tmp_path / "out").read_text()

@@ -19,7 +19,8 @@ Statistics: `mean_std_ci` (mean ± std [95% t-interval] over the variant's compl
 runs), `paired_difference` (as the report's paired tables), `test_difference` (the
 report's test comparison: a bootstrap over seeds and test images), `interaction` (the
 report's interaction slope: each seed's paired test-accuracy difference fitted on the
-claim's `axis`, e.g. `axis = "distractors"`, per doubling for data sizes),
+claim's `axis`, e.g. `axis = "distractors"`, per doubling for data sizes; on an axis of two
+named values, e.g. `axis = "backbone"`, the change from the first to the second),
 `variance_ratio` (the variant's variance over seeds against the baseline's, with its F
 interval; with an `axis`, pooled within each of its values, as the report's "Seed variance
 over all conditions") and `focus` (the report's focus table: the final epoch's focus
@@ -121,15 +122,22 @@ def _runs(folder: Path, claim: Claim) -> pd.DataFrame:
     return runs
 
 
+def _study_meta(study_file: Path) -> dict | None:
+    """The `meta` of a study's `study.json`; None when the study has none."""
+    try:
+        return json.loads(study_file.read_text()).get("meta", {})
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{study_file}: not a readable study file ({err})") from None
+
+
 def _at_chosen_rates(runs: pd.DataFrame, study_file: Path) -> pd.DataFrame:
     """With `--tune-lr` (the study's `study.json` says so) only the runs at each variant's
     rate chosen on validation, as every table of the report after its sweep."""
-    try:
-        meta = json.loads(study_file.read_text()).get("meta", {})
-    except FileNotFoundError:
+    meta = _study_meta(study_file)
+    if meta is None:
         return runs
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"{study_file}: not a readable study file ({err})") from None
     runs = selection.select(runs, dict(meta.get("axes") or {}), list(meta.get("tuned") or []))
     return runs[runs["selected"]].drop(columns="selected")
 
@@ -151,7 +159,8 @@ def recompute(folder: Path, claim: Claim) -> str:
             return "—"
         return diff_phrase(table.loc[claim.variant])
     if claim.statistic == "interaction":
-        return _interaction(runs, claim)
+        axes = (_study_meta(Path(folder) / claim.study / STUDY_FILE) or {}).get("axes") or {}
+        return _interaction(runs, claim, axes.get(claim.axis))
     if claim.statistic == "variance_ratio":
         return _variance_ratio(done, claim)
     if claim.statistic == "focus":
@@ -172,9 +181,14 @@ def recompute(folder: Path, claim: Claim) -> str:
     return f"{signed(row['diff'])} {ci(row['low'], row['high'])}"
 
 
-def _interaction(runs: pd.DataFrame, claim: Claim) -> str:
+def _interaction(runs: pd.DataFrame, claim: Claim, values) -> str:
+    """The report's interaction slope; `values` (the grid's order of the axis) code a
+    two-valued categorical axis as 0 and 1."""
     done = runs[runs["status"] == stats.COMPLETED]
-    trend = comparisons.paired_trend(done, claim.axis, claim.variant, claim.baseline, claim.metric)
+    order = None if values is None or comparisons.is_numeric_axis(values) else values
+    trend = comparisons.paired_trend(
+        done, claim.axis, claim.variant, claim.baseline, claim.metric, order=order
+    )
     if math.isnan(trend.slope):
         return "—"
     return f"{signed(trend.slope, 4)} {ci(trend.low, trend.high, 4)}"

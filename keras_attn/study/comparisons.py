@@ -14,6 +14,7 @@ adjusts over every comparison a report makes.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -143,16 +144,35 @@ LOG2_AXES = ("train_per_class", "clips_per_class")
 
 
 def paired_trend(
-    runs: pd.DataFrame, axis: str, variant, baseline, metric: str = "test_accuracy"
+    runs: pd.DataFrame,
+    axis: str,
+    variant,
+    baseline,
+    metric: str = "test_accuracy",
+    order: Sequence | None = None,
 ) -> Trend:
     """The `interaction` of `variant` − `baseline` in `metric`, paired by seed and value
-    of `axis`, on `axis` (log2 for LOG2_AXES); `runs` holds one row per run."""
+    of `axis`, on `axis` (log2 for LOG2_AXES); `runs` holds one row per run.
+
+    A categorical axis of two values (`backbone resnet_small,small_cnn`) is coded 0 and 1
+    in `order` (the grid's order; sorted when not given), so the slope is the change of
+    the difference from the first value to the second."""
     table = runs.pivot_table(index=["seed", axis], columns="variant", values=metric)
     if variant not in table or baseline not in table:
         return interaction([], [])
     pairs = (table[variant] - table[baseline]).dropna()
-    x = pairs.index.get_level_values(axis).to_numpy(float)
+    values = pairs.index.get_level_values(axis)
+    if not is_numeric_axis(values):
+        levels = list(order) if order is not None else sorted(set(values))
+        if len(levels) != 2:
+            return interaction([], [])
+        return interaction([levels.index(v) for v in values], pairs.to_numpy())
+    x = values.to_numpy(float)
     return interaction(np.log2(x) if axis in LOG2_AXES else x, pairs.to_numpy())
+
+
+def is_numeric_axis(values) -> bool:
+    return all(isinstance(v, int | float | np.integer | np.floating) for v in values)
 
 
 def seed_variance_ratio(

@@ -23,8 +23,10 @@ def condition_label(condition: dict) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in condition.items()) or "all runs"
 
 
-def _x_name(axis: str) -> str:
+def _x_name(axis: str, values) -> str:
     name = axis.replace("_", " ")
+    if not comparisons.is_numeric_axis(values):
+        return f"{name}: {values[0]} → {values[1]}"
     return f"log2({name})" if axis in LOG2_AXES else name
 
 
@@ -81,22 +83,27 @@ class Grid:
         )
 
     def _interactions(self) -> pd.DataFrame:
-        """Per numeric axis with 2+ values, variant and value of the other axes: the slope
-        of the per-seed paired test-accuracy difference (variant − baseline) on the axis."""
+        """Per numeric axis with 2+ values (or other axis with exactly 2), variant and value
+        of the other axes: the slope of the per-seed paired test-accuracy difference
+        (variant − baseline) on the axis; on a two-valued categorical axis, the change of
+        the difference from its first value to its second."""
         rows = []
         chosen = self.runs[self.runs["selected"] & (self.runs["status"] == "completed")]
         for axis in self.condition_axes:
             values = self.axes[axis]
-            if len(values) < 2 or not all(isinstance(v, int | float) for v in values):
+            numeric = comparisons.is_numeric_axis(values)
+            if len(values) < 2 or (not numeric and len(values) != 2):
                 continue
             others = [a for a in self.condition_axes if a != axis]
             for key, group in selection.groups(chosen, others):
                 if self.baseline not in set(group["variant"]):
                     continue
                 for variant in sorted(set(group["variant"]) - {self.baseline}):
-                    trend = comparisons.paired_trend(group, axis, variant, self.baseline)
+                    trend = comparisons.paired_trend(
+                        group, axis, variant, self.baseline, order=None if numeric else values
+                    )
                     rows.append(
-                        dict(axis=axis, x=_x_name(axis), variant=variant)
+                        dict(axis=axis, x=_x_name(axis, values), variant=variant)
                         | dict(others=condition_label(key))
                         | trend.__dict__
                     )

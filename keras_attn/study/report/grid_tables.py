@@ -181,14 +181,15 @@ def interaction_section(g: Grid) -> str:
             + [num(r["p"], 3), num(r["p_holm"], 3), int(r["n"])]
             + [holm_verdict(r["p_holm"], r["slope"], math.nan, "grows", "shrinks")]
         )
-    header = ["variant", "per unit of", "at", "slope", "95% CI", "p", "p (Holm)", "n", "verdict"]
+    header = ["variant", "change per", "at", "slope", "95% CI", "p", "p (Holm)", "n", "verdict"]
     return "\n".join(
         [
             f"## Interaction: does the difference from {g.baseline} change along an axis?",
             "",
             f"Least squares of each seed's paired test-accuracy difference (variant − "
-            f"{g.baseline}, runs at their chosen rates) on the axis value; p (Holm) corrects "
-            f"over all {g.n_tests} tests of this report.",
+            f"{g.baseline}, runs at their chosen rates) on the axis value (an axis of two "
+            f"named values is coded 0 and 1: the slope is the change from the first to the "
+            f"second); p (Holm) corrects over all {g.n_tests} tests of this report.",
             "",
             md_table(header, rows),
         ]
