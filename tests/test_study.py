@@ -575,3 +575,28 @@ def test_a_study_computed_in_another_precision_is_not_resumed_in_this_one(tmp_pa
     )
     assert line.endswith(": pass --mixed-precision bf16 to go on with it, or choose another --out")
     assert sorted(p.name for p in out.iterdir()) == ["study.json"]  # nothing started
+
+
+@pytest.mark.slow
+def test_a_precision_axis_with_auto_refuses_a_finished_run_that_auto_resolved_otherwise(
+    tmp_path,
+):
+    # With the precision as a grid axis the study records no single precision, so the
+    # study-level check above cannot apply; the run-level config check must: the `auto`
+    # cell's config holds what auto resolved to, which differs on a host with bf16 units.
+    args = ["image", *TINY_IMAGES, "--attention", "none", "--epochs", "1", "--seeds", "1"]
+    args += ["--final-focus-images", "0", "--mixed-precision", "auto,bf16", "--out", "study"]
+    first = study(args, tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    cell = tmp_path / "study" / "runs" / "none-mixed_precisionauto-seed0"
+    config = json.loads((cell / "config.json").read_text())
+    assert config["mixed_precision"] in ("off", "bf16")  # resolved, never "auto"
+    other = "bf16" if config["mixed_precision"] == "off" else "off"
+    (cell / "config.json").write_text(json.dumps(config | {"mixed_precision": other}))
+    again = study(args, tmp_path)
+    assert again.returncode == 2, again.stderr[-2000:]
+    assert again.stderr.strip().splitlines()[-1].endswith(
+        "none-mixed_precisionauto-seed0 holds a run with a different config (differs in: "
+        "mixed_precision); pass --overwrite to replace it or choose another --run-dir"
+    )
+    assert json.loads((cell / "config.json").read_text())["mixed_precision"] == other
