@@ -595,8 +595,12 @@ def test_a_precision_axis_with_auto_refuses_a_finished_run_that_auto_resolved_ot
     (cell / "config.json").write_text(json.dumps(config | {"mixed_precision": other}))
     again = study(args, tmp_path)
     assert again.returncode == 2, again.stderr[-2000:]
-    assert again.stderr.strip().splitlines()[-1].endswith(
-        "none-mixed_precisionauto-seed0 holds a run with a different config (differs in: "
-        "mixed_precision); pass --overwrite to replace it or choose another --run-dir"
+    assert (
+        again.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "none-mixed_precisionauto-seed0 holds a run with a different config (differs in: "
+            "mixed_precision); pass --overwrite to replace it or choose another --run-dir"
+        )
     )
     assert json.loads((cell / "config.json").read_text())["mixed_precision"] == other
