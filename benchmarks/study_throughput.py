@@ -2,17 +2,20 @@
 older checkout, one after the other on the same machine.
 
     python benchmarks/study_throughput.py [--before DIR] [--workers 1,2] [--seeds 2]
-        [--epochs 3] [--out DIR] [-- STUDY_FLAGS...]
+        [--epochs 3] [--precisions off,bf16] [--out DIR] [-- STUDY_FLAGS...]
 
 Each configuration runs `python -m keras_attn.study image --seeds S --epochs E
 --out OUT/<name> [--workers N] STUDY_FLAGS` in a fresh output folder: from this checkout
-(`after-w<N>` for each N of `--workers`) and, with `--before DIR`, once from that checkout
-(`before-w1`; e.g. a `git worktree` of the commit before a change). The wall time is the
+(`after-w<N>` for each N of `--workers`, at each `--precisions` value: `after-w<N>-bf16`)
+and, with `--before DIR`, once from that checkout (`before-w1`, at its default precision;
+e.g. a `git worktree` of the commit before a change). The wall time is the
 whole command's (data, every run, test scoring, the final focus checks, the report), as a
 user waits for it. Runs per hour = completed runs / wall hours.
 
-It then compares every run's results with the first configuration's (best and final val
-accuracy, best epoch, test accuracy): a speed-up that changes results is not one.
+It then compares every run's results with the first configuration's of the same precision
+(best and final val accuracy, best epoch, test accuracy): a speed-up that changes results
+is not one. Another precision changes results by design; its accuracy parity is
+`precision_parity.py`'s question.
 Wall time depends on what else the machine runs: read the load averages printed beside
 each line and compare configurations measured in the same invocation only.
 """
@@ -56,18 +59,24 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="--workers values for this checkout")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument(
+        "--precisions", default="off", help="--mixed-precision values for this checkout"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/runs/study_throughput")
     parser.add_argument("study_flags", nargs="*", help="after --: passed to every study")
     args = parser.parse_args()
 
     flags = ["--seeds", str(args.seeds), "--epochs", str(args.epochs), *args.study_flags]
-    configs = [("before-w1", args.before, 1)] if args.before else []
-    configs += [(f"after-w{n}", REPO, int(n)) for n in args.workers.split(",")]
+    configs = [("before-w1", args.before, 1, None)] if args.before else []
+    for precision in args.precisions.split(","):
+        tag = "" if precision == "off" else f"-{precision}"
+        configs += [(f"after-w{n}{tag}", REPO, int(n), precision) for n in args.workers.split(",")]
     print(f"{cpu_model()}, {os.cpu_count()} cores; study image {' '.join(flags)}", flush=True)
 
     rows, results = [], {}
-    for name, checkout, workers in configs:
+    for name, checkout, workers, precision in configs:
         extra = ["--workers", str(workers)] if workers > 1 else []
+        extra += ["--mixed-precision", precision] if precision else []
         load = os.getloadavg()[0]
         wall = run_study(checkout, args.out / name, flags + extra)
         table = pd.read_csv(args.out / name / "results.csv")
@@ -76,6 +85,7 @@ def main() -> None:
         rows.append(
             dict(
                 config=name,
+                precision=precision or "default",
                 runs=done,
                 wall_s=round(wall, 1),
                 runs_per_hour=round(done / wall * 3600, 1),
@@ -88,9 +98,12 @@ def main() -> None:
 
     summary = pd.DataFrame(rows)
     summary["speedup"] = (summary["runs_per_hour"] / summary["runs_per_hour"].iloc[0]).round(2)
-    first = next(iter(results.values()))
+    # The before checkout ran at its default, float32 on a CPU: it pairs with `off`.
+    same = summary["precision"].replace("default", "off")
+    firsts = {p: summary["config"][same == p].iloc[0] for p in same.unique()}
     summary["max_result_diff"] = [
-        float((table - first).abs().to_numpy().max()) for table in results.values()
+        float((results[name] - results[firsts[p]]).abs().to_numpy().max())
+        for name, p in zip(summary["config"], same, strict=True)
     ]
     print(summary.to_string(index=False))
     summary.to_csv(args.out / "summary.csv", index=False)
