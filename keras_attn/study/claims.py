@@ -185,9 +185,8 @@ def _interaction(runs: pd.DataFrame, claim: Claim, values) -> str:
     """The report's interaction slope; `values` (the grid's order of the axis) code a
     two-valued categorical axis as 0 and 1."""
     done = runs[runs["status"] == stats.COMPLETED]
-    order = None if values is None or comparisons.is_numeric_axis(values) else values
     trend = comparisons.paired_trend(
-        done, claim.axis, claim.variant, claim.baseline, claim.metric, order=order
+        done, claim.axis, claim.variant, claim.baseline, claim.metric, order=values
     )
     if math.isnan(trend.slope):
         return "—"

@@ -155,8 +155,8 @@ def paired_trend(
     of `axis`, on `axis` (log2 for LOG2_AXES); `runs` holds one row per run.
 
     A categorical axis of two values (`backbone resnet_small,small_cnn`) is coded 0 and 1
-    in `order` (the grid's order; sorted when not given), so the slope is the change of
-    the difference from the first value to the second."""
+    in `order` (the grid's order; sorted when not given; a numeric axis ignores it), so
+    the slope is the change of the difference from the first value to the second."""
     table = runs.pivot_table(index=["seed", axis], columns="variant", values=metric)
     if variant not in table or baseline not in table:
         return interaction([], [])

@@ -100,7 +100,7 @@ class Grid:
                     continue
                 for variant in sorted(set(group["variant"]) - {self.baseline}):
                     trend = comparisons.paired_trend(
-                        group, axis, variant, self.baseline, order=None if numeric else values
+                        group, axis, variant, self.baseline, order=values
                     )
                     rows.append(
                         dict(axis=axis, x=_x_name(axis, values), variant=variant)
