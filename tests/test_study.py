@@ -499,11 +499,17 @@ def test_two_local_workers_share_each_round_of_seeds_auto_and_each_cell_runs_onc
     assert set(ran) == {"worker0", "worker1"}
     report = (tmp_path / "study" / "report.md").read_text()
     assert "--seeds auto reached the cap of 4 seeds" in report
+    # No rate is tuned, so every run is reported and its worker measures its focus as soon
+    # as it finishes: the first round's 6 before the second round starts, each run once.
+    rounds = [part.count("[study] final focus checks: ") for part in done.stdout.split(started)]
+    assert rounds == [0, 6, 2]
+    assert runs["final_focus_images"].notna().all()
     # Run again with the workers' oracle state there: every cell goes out at once, and a
     # worker still starting then used to wait forever for the chief's stopped server.
     again = study(args, tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count(": done; ran none") == 4  # two workers, two rounds
+    assert "final focus checks" not in again.stdout
     # (A one-process rerun that trains nothing is the tiny protocol grid's test.)
 
 

@@ -296,7 +296,13 @@ def main():
         images = image_study.StudyImages(axes)
         data_line, class_names = images.describe(base)
         run_one = image_study.ImageRunner(
-            base, images, study.focus_images, study.focus_every, study.final_focus_images
+            base,
+            images,
+            study.focus_images,
+            study.focus_every,
+            study.final_focus_images,
+            # Untuned, every run is reported: each measures itself as it finishes.
+            focus_each_run=not study.tune_lr,
         )
         extra = {}
     else:

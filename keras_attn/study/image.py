@@ -103,7 +103,9 @@ class ImageRunner:
     of `base` with that attention, seed and axis values; and, once the grid is done,
     `final_focus(...)`: the end-of-training focus measures of each reported run's
     best-val model (`final_focus.json`), so a learning-rate sweep measures only the runs
-    at their variant's chosen rate."""
+    at their variant's chosen rate. With `focus_each_run` (no rate is tuned, so every run
+    is reported) each run measures itself as it finishes: in the worker that trained it,
+    beside the other workers' training, instead of one after another once the grid is done."""
 
     def __init__(
         self,
@@ -112,10 +114,12 @@ class ImageRunner:
         focus_images: int,
         focus_every: int,
         final_focus_images: int = 0,
+        focus_each_run: bool = False,
     ):
         self.base, self.images = base, images
         self.focus_images, self.focus_every = focus_images, focus_every
         self.final_focus_images = final_focus_images
+        self.focus_each_run = focus_each_run
 
     def spec(self, variant: str, seed: int, **settings) -> ImageExperiment:
         fixed = variant_settings(ImageExperiment, "attention", variant)
@@ -135,9 +139,12 @@ class ImageRunner:
                     png_path=run_dir / "focus.png",
                 )
             )
-        return image_experiment.train(
+        summary = image_experiment.train(
             spec, data, run_dir, measure_callbacks=measures, progress_bar=False
         )
+        if self.focus_each_run:  # train() raised if the run diverged: it completed
+            self._final_focus_of(run_dir, spec, Cell(variant, seed, tuple(settings.items())).label)
+        return summary
 
     def final_focus(self, out: Path, cells: list[Cell], runs: pd.DataFrame) -> int:
         """Writes `final_focus.json` for each cell whose run in `runs` (the grid's table,
@@ -148,17 +155,23 @@ class ImageRunner:
         written = 0
         for cell in cells:
             run_dir = run_dir_for(out, *cell)
-            path = run_dir / FINAL_FOCUS_FILE
-            if self.final_focus_images <= 0 or str(run_dir) not in reported or path.exists():
-                continue
-            spec = self.spec(cell.variant, cell.seed, **dict(cell.settings))
-            # Validation is the same for every seed: the pool's, not the run's draw.
-            final = focus_set(self.images.pool(spec), self.final_focus_images)
-            if final is None:
-                return written
-            print(f"[study] final focus checks: {cell.label}", flush=True)
-            model = keras.saving.load_model(run_dir / "best.keras")
-            write_final_focus(path, final_focus(model, **final, seed=spec.seed))
-            written += 1
-            free_memory()
+            if str(run_dir) in reported:
+                spec = self.spec(cell.variant, cell.seed, **dict(cell.settings))
+                written += self._final_focus_of(run_dir, spec, cell.label)
         return written
+
+    def _final_focus_of(self, run_dir: Path, spec: ImageExperiment, label: str) -> bool:
+        """Writes the run's `final_focus.json` unless it exists, the checks are off or the
+        data has no boxes; returns whether it wrote one."""
+        path = run_dir / FINAL_FOCUS_FILE
+        if self.final_focus_images <= 0 or path.exists():
+            return False
+        # Validation is the same for every seed: the pool's, not the run's draw.
+        final = focus_set(self.images.pool(spec), self.final_focus_images)
+        if final is None:
+            return False
+        print(f"[study] final focus checks: {label}", flush=True)
+        model = keras.saving.load_model(run_dir / "best.keras")
+        write_final_focus(path, final_focus(model, **final, seed=spec.seed))
+        free_memory()
+        return True
