@@ -22,6 +22,9 @@ from keras_attn.study.stats import COMPLETED, FAILED, mean_ci
 
 TUNED = "lr"
 WITHIN = 0.01  # "within one point of the best": the lr sensitivity's tolerance
+# Means this close are a tie: Keras logs accuracies as float32, so seeds scoring the same
+# number of val images at two rates can average to means that differ in the 8th digit.
+TIE = 1e-6
 
 
 def rates(text: str) -> list[float]:
@@ -87,7 +90,8 @@ def chosen_rates(curve: pd.DataFrame, condition_axes: list[str]) -> pd.DataFrame
             rows.append(row | dict(lr=math.nan, best_mean=math.nan, sensitivity=math.nan))
             rows[-1]["edge"] = False
             continue
-        best = scored.loc[scored["mean"].idxmax()]
+        # The smallest rate among those tied with the highest mean (scored is sorted).
+        best = scored[scored["mean"] >= scored["mean"].max() - TIE].iloc[0]
         near = scored.loc[scored["mean"] >= best["mean"] - WITHIN, TUNED].astype(float)
         width = math.log10(near.max() / near.min())
         rates = group[TUNED].astype(float)
