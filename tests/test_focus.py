@@ -10,12 +10,13 @@ from keras_attn.layers import SpatialAttention
 from keras_attn.models.image import build_image_model
 from keras_attn.models.video import build_video_head
 from keras_attn.study.focus import (
-    _GRAD_CAMS,
+    _MAP_PASSES,
     ImageFocus,
     TemporalFocus,
     box_area_share,
     box_mass_share,
     grad_cam,
+    model_maps,
     overlay_strip,
     spatial_attention_maps,
     temporal_weights,
@@ -83,8 +84,30 @@ def test_grad_cam_traces_once_per_model_and_keeps_tfs_retracing_warning_out(capl
             for n in (5, 3, 64 + 2):
                 assert grad_cam(model, _images(n), np.zeros(n, "int32")).shape == (n, 8, 8)
     assert not [r for r in caplog.records if "retracing" in r.getMessage()]
-    cam_of = _GRAD_CAMS[models[0]]["pool"]
+    cam_of, _ = _MAP_PASSES[models[0]]["pool"]
     assert cam_of.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.parametrize("attention", ["none", "cbam"])
+def test_one_pass_gives_what_predict_grad_cam_and_the_attention_map_give(attention):
+    """`model_maps` is one compiled pass: its logits are `predict`'s, its attention map the
+    eager probe's, its Grad-CAM `grad_cam`'s, and the model gets no predict function."""
+    model = build_image_model(3, SIZE, attention=attention, seed=1)
+    images, labels = _images(70, seed=2), np.arange(70) % 3
+    maps = model_maps(model, images, labels)
+    assert model.predict_function is None
+    assert _MAP_PASSES[model]["pool"][0].experimental_get_tracing_count() == 1
+    assert maps.gradcam.shape == (70, 8, 8) and maps.logits.shape == (70, 3)
+    np.testing.assert_allclose(maps.gradcam, grad_cam(model, images, labels), rtol=0, atol=0)
+    np.testing.assert_allclose(
+        maps.logits, model.predict(images, batch_size=64, verbose=0), rtol=1e-5, atol=1e-5
+    )
+    attention_maps = spatial_attention_maps(model, images)
+    if attention == "none":
+        assert maps.attention is None and attention_maps is None
+    else:
+        assert maps.attention.shape == (70, 8, 8)
+        np.testing.assert_allclose(maps.attention, attention_maps, rtol=1e-5, atol=1e-6)
 
 
 def _two_quadrant_model():

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from keras_attn.models.image import build_image_model
+from keras_attn.study.focus import _MAP_PASSES
 from keras_attn.study.focus_final import (
     background_value,
     erase_regions,
@@ -224,6 +225,18 @@ def test_final_focus_on_a_real_model(cbam_model, tmp_path):
     write_final_focus(path, result)
     assert read_final_focus(path) == pytest.approx(result)
     assert read_final_focus(tmp_path / "missing.json") is None
+
+
+def test_final_focus_traces_one_pass_per_model_and_no_predict(cbam_model):
+    """The trained model's maps, logits and erased-image accuracies share one compiled pass;
+    `predict` would trace a second function per run."""
+    model = _trained_like(cbam_model, seed=3)
+    images, labels, boxes = _fixtures(n=70, seed=2)
+    result = final_focus(model, images, labels, boxes)
+    assert model.predict_function is None
+    assert _MAP_PASSES[model]["pool"][0].experimental_get_tracing_count() == 1
+    logits = model.predict(images, verbose=0)
+    assert result["accuracy"] == pytest.approx(np.mean(np.argmax(logits, -1) == labels))
 
 
 def test_an_untrained_model_is_its_own_randomised_copy(cbam_model):

@@ -17,6 +17,7 @@ import logging
 import os
 import weakref
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import keras
@@ -30,8 +31,6 @@ from keras_attn.models.attention import spatial_map_name
 from keras_attn.training.files import atomic_write_bytes
 
 BATCH_SIZE = 64
-# Attention maps of more images than this go through predict (compiled); fewer run eagerly.
-COMPILE_ABOVE = 4 * BATCH_SIZE
 # The overlay strip shows this many of the images; the measurements use all of them.
 STRIP_IMAGES = 8
 BOX_COLOUR = (255, 255, 255)
@@ -85,8 +84,8 @@ def _batches(n: int):
         yield slice(start, min(start + BATCH_SIZE, n))
 
 
-# Per model and layer, the compiled Grad-CAM: traced once per run, not once per epoch.
-_GRAD_CAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Per model and layer, the compiled pass of `model_maps`: traced once per run, not per epoch.
+_MAP_PASSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class _RetracingWarningFilter(logging.Filter):
@@ -105,16 +104,38 @@ def _quiet_retracing_warning():
         logger.removeFilter(quiet)
 
 
-def _compiled_grad_cam(model: keras.Model, layer_name: str):
-    """`cam_of(x, y)`, compiled: eager Conv2DBackpropFilter in TF 2.21's oneDNN can abort the
-    process (free(): invalid pointer) for narrow convolutions at some batch sizes (first
-    stage 4 or 8 channels wide, batches of 1 or 3); the compiled graph does not."""
-    cams = _GRAD_CAMS.setdefault(model, {})
-    if layer_name in cams:
-        return cams[layer_name]
-    probe = attention_model(model, feature_layer=layer_name)
+class ModelMaps(NamedTuple):
+    """What one pass of a model over (N,S,S,3) images gives (`model_maps`)."""
 
-    def cam_of(x, y):
+    gradcam: np.ndarray  # (N,h,w) float32, >= 0
+    attention: np.ndarray | None  # (N,h,w) float32 in [0, 1]; None without a spatial map
+    logits: np.ndarray  # (N,K) float32: what `model.predict` gives
+
+
+def _spatial_map_of(model: keras.Model, probe: keras.Model) -> str | None:
+    """The name of the deepest attention block's spatial map among `probe`'s outputs, or
+    None: no attention block, IdentityAttention (its map of ones says nothing), or a
+    block that only weights channels."""
+    layers = attention_layers(model)
+    if not layers or isinstance(layers[-1], IdentityAttention):
+        return None
+    name = spatial_map_name(layers[-1].name)
+    return name if name in probe.output else None
+
+
+def _compiled_pass(model: keras.Model, layer_name: str):
+    """`maps_of(x, y) -> (cam, attention, logits)`, compiled: one trace per model gives the
+    Grad-CAM, the attention map and the logits of one forward pass (an empty attention
+    tensor without a map). Compiled also because eager Conv2DBackpropFilter in TF 2.21's
+    oneDNN can abort the process (free(): invalid pointer) for narrow convolutions at some
+    batch sizes (first stage 4 or 8 channels wide, batches of 1 or 3)."""
+    passes = _MAP_PASSES.setdefault(model, {})
+    if layer_name in passes:
+        return passes[layer_name]
+    probe = attention_model(model, feature_layer=layer_name)
+    map_name = _spatial_map_of(model, probe)
+
+    def maps_of(x, y):
         with tf.GradientTape() as tape:
             outputs = probe(x, training=False)
             features, logits = outputs["features"], outputs["logits"]
@@ -122,7 +143,12 @@ def _compiled_grad_cam(model: keras.Model, layer_name: str):
         # The gradient is taken in float32 even under mixed precision.
         gradients = tf.cast(tape.gradient(target, features), tf.float32)
         alpha = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
-        return tf.nn.relu(tf.reduce_sum(alpha * tf.cast(features, tf.float32), axis=-1))
+        cam = tf.nn.relu(tf.reduce_sum(alpha * tf.cast(features, tf.float32), axis=-1))
+        if map_name is None:
+            attention = tf.zeros((tf.shape(x)[0], 0, 0), tf.float32)
+        else:
+            attention = tf.cast(outputs[map_name][..., 0], tf.float32)
+        return cam, attention, tf.cast(logits, tf.float32)
 
     # One signature with a free batch size: one trace per model, whatever the batch. A
     # study still traces one per model (each run, each sanity-check copy), which TF's
@@ -131,8 +157,33 @@ def _compiled_grad_cam(model: keras.Model, layer_name: str):
         tf.TensorSpec((None, *model.input_shape[1:]), tf.float32),
         tf.TensorSpec((None,), tf.int32),
     ]
-    cams[layer_name] = tf.function(cam_of, input_signature=signature)
-    return cams[layer_name]
+    passes[layer_name] = (tf.function(maps_of, input_signature=signature), map_name)
+    return passes[layer_name]
+
+
+def model_maps(
+    model: keras.Model, images: np.ndarray, labels: np.ndarray, layer_name: str = "pool"
+) -> ModelMaps:
+    """Grad-CAM of the true class, the deepest spatial attention map and the logits of
+    (N,S,S,3) images with (N,) int labels, from one compiled pass per batch.
+
+    Grad-CAM is relu(sum_c alpha_c A_c) with alpha_c the spatial mean of d logit / d A_c
+    (Selvaraju et al., "Grad-CAM", ICCV 2017), taken on the input A (B,h,w,C) of
+    `layer_name` (`"pool"`: the last feature map). A, the attention map and the logits
+    come from the model's own graph (`attention_model`), so they are exactly what the
+    classifier computes; the attention map is that of `spatial_attention_maps`.
+    """
+    labels = np.asarray(labels, np.int32).reshape(-1)
+    maps_of, map_name = _compiled_pass(model, layer_name)
+    with _quiet_retracing_warning():
+        batches = [
+            [t.numpy() for t in maps_of(tf.constant(images[b], tf.float32), labels[b])]
+            for b in _batches(len(labels))
+        ]
+    if not batches:
+        return ModelMaps(np.zeros((0, 0, 0), np.float32), None, np.zeros((0, 0), np.float32))
+    cams, attention, logits = (np.concatenate(parts) for parts in zip(*batches, strict=True))
+    return ModelMaps(cams, None if map_name is None else attention, logits)
 
 
 def grad_cam(
@@ -140,19 +191,9 @@ def grad_cam(
 ) -> np.ndarray:
     """Grad-CAM of the true class on the input of `layer_name`: (N,S,S,3), (N,) -> (N,h,w).
 
-    relu(sum_c alpha_c A_c) with alpha_c the spatial mean of d logit / d A_c
-    (Selvaraju et al., "Grad-CAM", ICCV 2017); `layer_name` should take the last
-    feature map A (B,h,w,C). A and the logits come from the model's own graph
-    (`attention_model`), so they are exactly what the classifier computes.
+    `model_maps(...).gradcam`; see there.
     """
-    labels = np.asarray(labels, np.int32).reshape(-1)
-    cam_of = _compiled_grad_cam(model, layer_name)
-    with _quiet_retracing_warning():
-        maps = [
-            cam_of(tf.convert_to_tensor(np.asarray(images[b], np.float32)), labels[b]).numpy()
-            for b in _batches(len(labels))
-        ]
-    return np.concatenate(maps) if maps else np.zeros((0, 0, 0), np.float32)
+    return model_maps(model, images, labels, layer_name).gradcam
 
 
 def spatial_attention_maps(model: keras.Model, images: np.ndarray) -> np.ndarray | None:
@@ -162,24 +203,16 @@ def spatial_attention_maps(model: keras.Model, images: np.ndarray) -> np.ndarray
     (its map of ones says nothing) or when it only weights channels. The map is
     the block's own output in the model's graph (`attention_model`).
     """
-    layers = attention_layers(model)
-    if not layers or isinstance(layers[-1], IdentityAttention):
-        return None
     probe = attention_model(model)
-    name = spatial_map_name(layers[-1].name)
-    if name not in probe.output:
+    name = _spatial_map_of(model, probe)
+    if name is None:
         return None
     images = np.asarray(images, np.float32)
-    if len(images) > COMPILE_ABOVE:
-        maps = probe.predict(images, batch_size=BATCH_SIZE, verbose=0)[name]
-    else:
-        maps = np.concatenate(
-            [
-                keras.ops.convert_to_numpy(probe(images[b], training=False)[name])
-                for b in _batches(len(images))
-            ]
-        )
-    return np.asarray(maps)[..., 0].astype(np.float32)
+    maps = [
+        keras.ops.convert_to_numpy(probe(images[b], training=False)[name])
+        for b in _batches(len(images))
+    ]
+    return np.concatenate(maps)[..., 0].astype(np.float32) if maps else None
 
 
 # --- overlays ---------------------------------------------------------------------------
@@ -297,8 +330,7 @@ class ImageFocus(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {} if logs is None else logs
-        cams = grad_cam(self.model, self.images, self.labels)
-        attention = spatial_attention_maps(self.model, self.images)
+        cams, attention, _ = model_maps(self.model, self.images, self.labels)
         logs["focus_gradcam"] = _nanmean(box_mass_share(cams, self.boxes))
         if attention is not None:
             logs["focus_attention"] = _nanmean(box_mass_share(attention, self.boxes))

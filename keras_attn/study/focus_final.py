@@ -27,13 +27,7 @@ import keras
 import numpy as np
 from scipy.stats import rankdata
 
-from keras_attn.study.focus import (
-    BATCH_SIZE,
-    _nanmean,
-    box_area_share,
-    grad_cam,
-    spatial_attention_maps,
-)
+from keras_attn.study.focus import _nanmean, box_area_share, model_maps
 from keras_attn.training.files import atomic_write_json, read_json
 
 # --- where a map points ---------------------------------------------------------------------
@@ -213,13 +207,18 @@ def randomised_copy(model: keras.Model) -> keras.Model:
     return keras.models.clone_model(model)
 
 
+def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.argmax(logits, -1) == labels)) if len(labels) else float("nan")
+
+
 def accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy of `model` on (N,S,S,3) pixels with (N,) int labels."""
-    labels = np.asarray(labels).reshape(-1)
-    if not len(labels):
-        return float("nan")
-    logits = model.predict(np.asarray(images, np.float32), batch_size=BATCH_SIZE, verbose=0)
-    return float(np.mean(np.argmax(logits, -1) == labels))
+    """Top-1 accuracy of `model` on (N,S,S,3) pixels with (N,) int labels.
+
+    Through `model_maps`' compiled pass, so the final checks trace one function per
+    model, not a second one for `predict`.
+    """
+    labels = np.asarray(labels, np.int32).reshape(-1)
+    return _accuracy(model_maps(model, images, labels).logits, labels)
 
 
 def _map_measures(name: str, maps, random_maps, boxes) -> dict[str, float]:
@@ -244,12 +243,13 @@ def final_focus(
     images = np.asarray(images, np.float32)
     labels = np.asarray(labels, np.int32).reshape(-1)
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    randomised = randomised_copy(model)
-    maps = {"gradcam": (grad_cam(model, images, labels), grad_cam(randomised, images, labels))}
-    attention = spatial_attention_maps(model, images)
-    if attention is not None:
-        maps["attention"] = (attention, spatial_attention_maps(randomised, images))
-    base = accuracy(model, images, labels)
+    # One pass per model gives its Grad-CAMs, attention maps and logits together.
+    trained = model_maps(model, images, labels)
+    randomised = model_maps(randomised_copy(model), images, labels)
+    maps = {"gradcam": (trained.gradcam, randomised.gradcam)}
+    if trained.attention is not None:
+        maps["attention"] = (trained.attention, randomised.attention)
+    base = _accuracy(trained.logits, labels)
     fraction = box_area_share(boxes)
     result = {
         "focus_images": len(labels),
@@ -257,10 +257,11 @@ def final_focus(
         # On Grad-CAM's grid; the attention map's is the same for our backbones.
         "pointing_chance": _nanmean(pointing_chance(maps["gradcam"][0], boxes)),
     }
-    for name, (trained, random_maps) in maps.items():
-        result.update(_map_measures(name, trained, random_maps, boxes))
+    for name, (trained_maps, random_maps) in maps.items():
+        result.update(_map_measures(name, trained_maps, random_maps, boxes))
         # The same seed for every map: all of them are compared with one random erasure.
-        top, random = erase_regions(images, trained, fraction, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        top, random = erase_regions(images, trained_maps, fraction, rng)
         result[f"erase_top_drop_{name}"] = base - accuracy(model, top, labels)
         if name == "gradcam":
             result["erase_random_drop"] = base - accuracy(model, random, labels)
