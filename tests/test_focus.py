@@ -7,6 +7,8 @@ import pytest
 import tensorflow as tf
 
 from keras_attn.layers import SpatialAttention
+from keras_attn.models import attention_layers, attention_model
+from keras_attn.models.attention import spatial_map_name
 from keras_attn.models.image import build_image_model
 from keras_attn.models.video import build_video_head
 from keras_attn.study.focus import (
@@ -18,7 +20,6 @@ from keras_attn.study.focus import (
     grad_cam,
     model_maps,
     overlay_strip,
-    spatial_attention_maps,
     temporal_weights,
 )
 from keras_attn.training.stability import with_stability_metrics
@@ -102,12 +103,14 @@ def test_one_pass_gives_what_predict_grad_cam_and_the_attention_map_give(attenti
     np.testing.assert_allclose(
         maps.logits, model.predict(images, batch_size=64, verbose=0), rtol=1e-5, atol=1e-5
     )
-    attention_maps = spatial_attention_maps(model, images)
     if attention == "none":
-        assert maps.attention is None and attention_maps is None
+        assert maps.attention is None
     else:
+        # The deepest block's map from the eager probe, outside any compiled function.
+        name = spatial_map_name(attention_layers(model)[-1].name)
+        eager = keras.ops.convert_to_numpy(attention_model(model)(images)[name])[..., 0]
         assert maps.attention.shape == (70, 8, 8)
-        np.testing.assert_allclose(maps.attention, attention_maps, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(maps.attention, eager, rtol=1e-5, atol=1e-6)
 
 
 def _two_quadrant_model():
@@ -141,11 +144,11 @@ def test_grad_cam_lands_where_the_true_class_looks():
 @pytest.mark.parametrize("attention", ["none", "channel"])
 def test_no_spatial_map_without_spatial_attention(attention):
     model = build_image_model(3, SIZE, attention=attention, seed=0)
-    assert spatial_attention_maps(model, _images(2)) is None
+    assert model_maps(model, _images(2), np.zeros(2)).attention is None
 
 
 def test_no_spatial_map_without_an_attention_layer():
-    assert spatial_attention_maps(_two_quadrant_model(), np.zeros((2, 8, 8, 3))) is None
+    assert model_maps(_two_quadrant_model(), np.zeros((2, 8, 8, 3)), np.zeros(2)).attention is None
 
 
 @pytest.mark.parametrize("attention", ["spatial", "cbam", "linear"])
@@ -154,7 +157,7 @@ def test_spatial_map_of_the_deepest_block(attention, spatial_model):
         model = spatial_model
     else:
         model = build_image_model(3, SIZE, attention=attention, seed=0)
-    maps = spatial_attention_maps(model, _images(3))
+    maps = model_maps(model, _images(3), np.zeros(3)).attention
     assert maps.shape == (3, 8, 8)
     assert np.all(maps >= 0) and np.all(maps <= 1) and np.all(np.isfinite(maps))
 

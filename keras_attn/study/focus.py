@@ -171,7 +171,9 @@ def model_maps(
     (Selvaraju et al., "Grad-CAM", ICCV 2017), taken on the input A (B,h,w,C) of
     `layer_name` (`"pool"`: the last feature map). A, the attention map and the logits
     come from the model's own graph (`attention_model`), so they are exactly what the
-    classifier computes; the attention map is that of `spatial_attention_maps`.
+    classifier computes. The attention map is None when the model has no attention block,
+    when it is IdentityAttention (its map of ones says nothing) or when it only weights
+    channels.
     """
     labels = np.asarray(labels, np.int32).reshape(-1)
     maps_of, map_name = _compiled_pass(model, layer_name)
@@ -194,25 +196,6 @@ def grad_cam(
     `model_maps(...).gradcam`; see there.
     """
     return model_maps(model, images, labels, layer_name).gradcam
-
-
-def spatial_attention_maps(model: keras.Model, images: np.ndarray) -> np.ndarray | None:
-    """The deepest attention block's spatial map: (N,S,S,3) -> (N,h,w), or None.
-
-    None when the model has no attention block, when it is IdentityAttention
-    (its map of ones says nothing) or when it only weights channels. The map is
-    the block's own output in the model's graph (`attention_model`).
-    """
-    probe = attention_model(model)
-    name = _spatial_map_of(model, probe)
-    if name is None:
-        return None
-    images = np.asarray(images, np.float32)
-    maps = [
-        keras.ops.convert_to_numpy(probe(images[b], training=False)[name])
-        for b in _batches(len(images))
-    ]
-    return np.concatenate(maps)[..., 0].astype(np.float32) if maps else None
 
 
 # --- overlays ---------------------------------------------------------------------------
