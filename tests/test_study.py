@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from keras_attn.study.distributed import GridTuner
 from keras_attn.study.grid import collect, grid_cells, run_dir_for, run_grid, write_tables
 from keras_attn.study.image import focus_set
 from keras_attn.study.video import in_sign_frames
-from keras_attn.training.run import TrainingDiverged
+from keras_attn.training.run import TrainingDiverged, prepare_run_dir
 
 TINY_IMAGES = [
     "--synthetic-per-class",
@@ -321,6 +322,29 @@ def test_run_grid_runs_each_cell_once_seed_major_and_counts_a_divergence(
     assert pd.read_csv(tmp_path / "results.csv")["variant"].tolist() == list(runs["variant"])
 
 
+def test_a_study_cell_whose_run_dir_holds_another_config_is_refused_in_the_studys_terms(
+    tmp_path,
+):
+    # The real check (prepare_run_dir): the training CLIs' remedies (--overwrite,
+    # --run-dir) are not the study's flags, so the grid words its own.
+    def run_one(variant, seed, run_dir, lr):
+        prepare_run_dir(run_dir, ImageExperiment(attention=variant, seed=seed, lr=lr))
+        return {}
+
+    run_grid(tmp_path, ["none"], [0], run_one, {"lr": [0.01]})
+    cell = tmp_path / "runs" / "none-lr0.01-seed0"
+    config = json.loads((cell / "config.json").read_text())
+    (cell / "config.json").write_text(json.dumps(config | {"epochs": config["epochs"] + 1}))
+    with pytest.raises(UserError) as refused:
+        run_grid(tmp_path, ["none"], [0], run_one, {"lr": [0.01]})
+    assert str(refused.value) == (
+        f"{cell} holds a run with a different config (differs in: epochs); a study reuses "
+        "only runs of its own config: delete that run directory to run the cell again, or "
+        "choose another --out"
+    )
+    assert json.loads((cell / "config.json").read_text())["epochs"] == config["epochs"] + 1
+
+
 def test_the_grid_tuner_hands_out_every_cell_exactly_once(tmp_path, monkeypatch, capsys):
     """The distributed study's tuner, here in one process: no chief, no training."""
     for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
@@ -335,8 +359,9 @@ def test_the_grid_tuner_hands_out_every_cell_exactly_once(tmp_path, monkeypatch,
     tuner = GridTuner(tmp_path, ["none", "channel"], [0, 1], run_one)
     tuner.search()
     assert len(freed) == 4
-    ran = sorted((cell.variant, cell.seed) for cell in tuner.cells_run)
+    ran = sorted((cell.variant, cell.seed) for cell in tuner.cells_trained)
     assert ran == [("channel", 0), ("channel", 1), ("none", 0), ("none", 1)]
+    assert tuner.cells_found_complete == []
     out = capsys.readouterr().out
     assert "[study] channel, seed 0 failed: diverged in epoch 2" in out
     trials = tuner.oracle.get_best_trials(4)
@@ -350,7 +375,15 @@ def test_the_grid_tuner_hands_out_every_cell_exactly_once(tmp_path, monkeypatch,
     # A restarted search hands out nothing again: the oracle's state is in <out>/grid_oracle.
     again = GridTuner(tmp_path, ["none", "channel"], [0, 1], run_one)
     again.search()
-    assert again.cells_run == []
+    assert again.cells_trained == [] and again.cells_found_complete == []
+    # Without that state every cell goes out again: the finished ones are found complete
+    # (the worker's closing line counts them apart), the diverged one is tried again.
+    shutil.rmtree(tmp_path / "grid_oracle")
+    third = GridTuner(tmp_path, ["none", "channel"], [0, 1], run_one)
+    third.search()
+    assert [(c.variant, c.seed) for c in third.cells_trained] == [("channel", 0)]
+    found = sorted((c.variant, c.seed) for c in third.cells_found_complete)
+    assert found == [("channel", 1), ("none", 0), ("none", 1)]
 
 
 def test_the_grid_oracle_gives_every_idle_worker_the_next_cell_at_once(tmp_path, monkeypatch):
@@ -508,8 +541,16 @@ def test_two_local_workers_share_each_round_of_seeds_auto_and_each_cell_runs_onc
     # worker still starting then used to wait forever for the chief's stopped server.
     again = study(args, tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count(": done; ran none") == 4  # two workers, two rounds
+    assert again.stdout.count(": done; trained none") == 4  # two workers, two rounds
     assert "final focus checks" not in again.stdout
+    # Without the oracle state every cell is handed out again: the workers find each run
+    # complete and say so, not that they ran it.
+    shutil.rmtree(tmp_path / "study" / "grid_oracle")
+    third = study(args, tmp_path)
+    assert third.returncode == 0, third.stderr[-3000:]
+    closing = re.findall(r": done; trained none; (\d+) already complete", third.stdout)
+    assert len(closing) == 4 and sum(map(int, closing)) == 8, third.stdout[-3000:]
+    assert ": done; trained none\n" not in third.stdout
     # (A one-process rerun that trains nothing is the tiny protocol grid's test.)
 
 
@@ -606,7 +647,8 @@ def test_a_precision_axis_with_auto_refuses_a_finished_run_that_auto_resolved_ot
         .splitlines()[-1]
         .endswith(
             "none-mixed_precisionauto-seed0 holds a run with a different config (differs in: "
-            "mixed_precision); pass --overwrite to replace it or choose another --run-dir"
+            "mixed_precision); a study reuses only runs of its own config: delete that run "
+            "directory to run the cell again, or choose another --out"
         )
     )
     assert json.loads((cell / "config.json").read_text())["mixed_precision"] == other

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import keras_tuner as kt
 
-from keras_attn.study.grid import Cell, free_memory, grid_cells, run_dir_for
+from keras_attn.study.grid import Cell, free_memory, grid_cells, run_cell, run_dir_for
+from keras_attn.training.files import read_json
 from keras_attn.training.run import TrainingDiverged
 
 
@@ -62,7 +63,8 @@ class GridTuner(kt.Tuner):
         self.seeds = list(seeds)
         self.axes = {name: list(values) for name, values in (axes or {}).items()}
         self.run_one = run_one
-        self.cells_run: list[Cell] = []
+        self.cells_trained: list[Cell] = []
+        self.cells_found_complete: list[Cell] = []
         oracle = CellOracle(
             grid_cells(self.variants, self.seeds, self.axes),
             objective=kt.Objective("best_val_accuracy", "max"),
@@ -89,15 +91,18 @@ class GridTuner(kt.Tuner):
         seed = int(trial.hyperparameters.get("seed"))
         cell = Cell(variant, seed, tuple((k, trial.hyperparameters.get(k)) for k in self.axes))
         print(f"[study] {self.tuner_id}: {cell.label}", flush=True)
+        run_dir = run_dir_for(self.out, *cell)
+        # A cell handed out again (its oracle state removed, or a run copied in) whose run
+        # finished before is reported, not trained: the closing line must not say it ran.
+        complete = read_json(run_dir / "summary.json", default={}).get("status") == "completed"
         try:
-            run_dir = run_dir_for(self.out, *cell)
-            summary = self.run_one(variant, seed, run_dir, **dict(cell.settings))
+            summary = run_cell(self.run_one, cell, run_dir)
         except TrainingDiverged as err:
             # The run directory says "diverged"; the grid counts it and goes on.
             print(f"[study] {cell.label} failed: {err}", flush=True)
             summary = {}
         free_memory()
-        self.cells_run.append(cell)
+        (self.cells_found_complete if complete else self.cells_trained).append(cell)
         return {"best_val_accuracy": float(summary.get("best_val_accuracy") or 0.0)}
 
     # Runs are saved by their own run directories; the tuner keeps no models.
@@ -128,5 +133,7 @@ def run_distributed_grid(
         serve_oracle(tuner, ip, port, workers_alive=workers_alive)
     else:
         tuner.search()
-        cells = "; ".join(cell.label for cell in tuner.cells_run) or "none"
-        print(f"[study] {tuner.tuner_id}: done; ran {cells}", flush=True)
+        trained = "; ".join(cell.label for cell in tuner.cells_trained) or "none"
+        found = len(tuner.cells_found_complete)
+        complete = f"; {found} already complete" if found else ""
+        print(f"[study] {tuner.tuner_id}: done; trained {trained}{complete}", flush=True)

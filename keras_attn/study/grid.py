@@ -22,7 +22,7 @@ import pandas as pd
 
 from keras_attn.errors import UserError
 from keras_attn.training.files import atomic_write_json, atomic_write_text, read_json
-from keras_attn.training.run import TrainingDiverged
+from keras_attn.training.run import RunDirConflict, TrainingDiverged
 
 RUN_COLUMNS = (
     "variant",
@@ -120,7 +120,7 @@ def run_grid(
         run_dir = run_dir_for(out, *cell)
         print(f"[study] run {number}/{len(cells)}: {cell.label} -> {run_dir}", flush=True)
         try:
-            run_one(cell.variant, cell.seed, run_dir, **dict(cell.settings))
+            run_cell(run_one, cell, run_dir)
             counts["completed"] += 1
         except TrainingDiverged as err:
             # summary.json already says "diverged"; the study counts it and goes on.
@@ -128,6 +128,19 @@ def run_grid(
             counts["failed"] += 1
         free_memory()
     return counts
+
+
+def run_cell(run_one: Callable[..., dict], cell: Cell, run_dir: Path) -> dict:
+    """`run_one` for `cell`; a run directory holding another config is refused in the
+    study's terms (it has `--out`, and never overwrites a run)."""
+    try:
+        return run_one(cell.variant, cell.seed, run_dir, **dict(cell.settings))
+    except RunDirConflict as err:
+        raise UserError(
+            f"{err.run_dir} holds a run with a different config (differs in: "
+            f"{', '.join(err.changed)}); a study reuses only runs of its own config: "
+            "delete that run directory to run the cell again, or choose another --out"
+        ) from None
 
 
 def free_memory() -> None:

@@ -44,6 +44,18 @@ class TrainingDiverged(Exception):
     """The loss became NaN or infinite; `best.keras` still holds the last good model."""
 
 
+class RunDirConflict(UserError):
+    """`run_dir` holds a run whose config differs from the requested one in `changed`;
+    the message gives a training CLI's remedies (a study words its own)."""
+
+    def __init__(self, run_dir: Path, changed: list[str]):
+        self.run_dir, self.changed = run_dir, changed
+        super().__init__(
+            f"{run_dir} holds a run with a different config (differs in: {', '.join(changed)}); "
+            "pass --overwrite to replace it or choose another --run-dir"
+        )
+
+
 def _differences(previous: dict, config: dict, defaults: dict) -> list[str]:
     """Settings that differ; one the previous run predates matches at its default
     (a setting is only ever added with a default that keeps what runs computed before)."""
@@ -78,10 +90,7 @@ def prepare_run_dir(run_dir: Path, spec: TrainingSpec) -> None:
     if config_path.exists():
         changed = _changed_settings(config_path, spec, config)
         if changed:
-            raise UserError(
-                f"{run_dir} holds a run with a different config (differs in: "
-                f"{', '.join(changed)}); pass --overwrite to replace it or choose another --run-dir"
-            )
+            raise RunDirConflict(run_dir, changed)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(config_path, config)
 
