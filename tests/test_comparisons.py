@@ -12,6 +12,7 @@ from keras_attn.study.comparisons import (
     holm,
     interaction,
     minimum_detectable_effect,
+    paired_trend,
 )
 
 SEEDS, N = 5, 2000
@@ -78,6 +79,22 @@ def test_interaction_recovers_a_planted_slope_and_finds_none_in_flat_data():
     flat = interaction(sizes, rng.normal(0, 0.01, sizes.size))
     assert flat.low < 0 < flat.high
     assert math.isnan(interaction([1, 1, 1], [0.1, 0.2, 0.3]).slope)
+
+
+def test_a_doubling_axis_gives_the_trend_per_doubling_and_a_linear_one_per_unit():
+    # cbam - none grows by 0.02 from each epoch budget to its double (30, 60, 120).
+    rows = []
+    for seed in range(3):
+        for step, epochs in enumerate((30, 60, 120)):
+            rows.append(dict(variant="none", seed=seed, epochs=epochs, test_accuracy=0.8))
+            accuracy = 0.7 + 0.02 * step + 0.001 * seed
+            rows.append(dict(variant="cbam", seed=seed, epochs=epochs, test_accuracy=accuracy))
+    runs = pd.DataFrame(rows)
+    assert paired_trend(runs, "epochs", "cbam", "none").slope == pytest.approx(0.02)
+    distractors = runs.rename(columns={"epochs": "distractors"})
+    assert paired_trend(distractors, "distractors", "cbam", "none").slope == pytest.approx(
+        np.polyfit([30, 60, 120], [0.0, 0.02, 0.04], 1)[0]
+    )
 
 
 def test_mismatched_shapes_are_rejected():

@@ -139,8 +139,8 @@ def interaction(x, differences, confidence: float = 0.95) -> Trend:
     return Trend(float(fit.slope), fit.slope - half, fit.slope + half, float(fit.pvalue), n)
 
 
-# Axes whose values double (50, 100, 200 per class): a trend per doubling.
-LOG2_AXES = ("train_per_class", "clips_per_class")
+# Axes whose values double (50, 100, 200 per class; 30, 60, 120 epochs): a trend per doubling.
+LOG2_AXES = ("train_per_class", "clips_per_class", "epochs")
 
 
 def paired_trend(
