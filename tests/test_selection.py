@@ -1,5 +1,6 @@
 """Learning-rate selection, the sweep's endpoints and the grid report, on fixed tables."""
 
+import json
 import math
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 
 from keras_attn.errors import UserError
 from keras_attn.study import selection, stats
+from keras_attn.study.grid import collect, run_grid
 from keras_attn.study.report import write_report
 from keras_attn.study.report.grid import Grid
 
@@ -205,6 +207,35 @@ def test_an_axis_of_three_named_values_has_no_interaction(tmp_path):
     third = runs[runs["backbone"] == "small_cnn"].assign(backbone="densenet")
     meta["axes"] = dict(backbone=["resnet_small", "small_cnn", "densenet"])
     assert Grid(curves, pd.concat([runs, third]), meta).interactions.empty
+
+
+def test_an_epochs_axis_is_one_column_of_the_tables_and_its_report_is_written(tmp_path):
+    # A run's summary.json records its epoch budget as `epochs`, a column of results.csv;
+    # an --epochs axis names the same column, which once appeared twice and crashed the
+    # report. cbam − none grows by 0.05 per doubling of the epochs.
+    rng = np.random.default_rng(2)
+
+    def run_one(variant, seed, run_dir, epochs):
+        doublings = math.log2(epochs / 30)
+        accuracy = 0.8 - (0.1 - 0.05 * doublings if variant == "cbam" else 0.0)
+        test = _write_predictions(run_dir, accuracy, rng)
+        summary = dict(status="completed", best_val_accuracy=accuracy, best_epoch=epochs)
+        summary |= dict(final_val_accuracy=accuracy, test_accuracy=test, epochs=epochs)
+        (run_dir / "summary.json").write_text(json.dumps(summary | dict(epochs_completed=epochs)))
+        history = pd.DataFrame(dict(epoch=[1, 2], val_accuracy=[0.5, accuracy]))
+        history.to_csv(run_dir / "history.csv", index=False)
+        return summary
+
+    axes = {"epochs": [30, 60, 120]}
+    run_grid(tmp_path, ["none", "cbam"], range(4), run_one, axes)
+    curves, runs = collect(tmp_path, ["none", "cbam"], range(4), axes)
+    assert runs.columns.is_unique and curves.columns.is_unique
+    assert runs["epochs"].tolist() == [30, 30, 60, 60, 120, 120] * 4
+    meta = dict(kind="image", baseline="none", axes=axes, tuned=[], chance=0.1)
+    meta |= dict(data="fixture", command="python -m x")
+    (trend,) = Grid(curves, runs, meta).interactions.itertuples()
+    assert trend.x == "log2(epochs)" and trend.slope == pytest.approx(0.05, abs=0.02)
+    assert "log2(epochs)" in write_report(curves, runs, meta, tmp_path / "out").read_text()
 
 
 def test_no_interaction_is_found_in_flat_data_and_the_report_says_what_it_could_detect(tmp_path):

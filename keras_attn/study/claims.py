@@ -19,8 +19,8 @@ Statistics: `mean_std_ci` (mean ± std [95% t-interval] over the variant's compl
 runs), `paired_difference` (as the report's paired tables), `test_difference` (the
 report's test comparison: a bootstrap over seeds and test images), `interaction` (the
 report's interaction slope: each seed's paired test-accuracy difference fitted on the
-claim's `axis`, e.g. `axis = "distractors"`, per doubling for data sizes and epochs; on an axis of two
-named values, e.g. `axis = "backbone"`, the change from the first to the second),
+claim's `axis`, e.g. `axis = "distractors"`, per doubling for data sizes and epochs; on an
+axis of two named values, e.g. `axis = "backbone"`, the change from the first to the second),
 `variance_ratio` (the variant's variance over seeds against the baseline's, with its F
 interval; with an `axis`, pooled within each of its values, as the report's "Seed variance
 over all conditions") and `focus` (the report's focus table: the final epoch's focus

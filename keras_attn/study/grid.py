@@ -187,7 +187,8 @@ def collect(
     if not curves_table.empty:
         first = ["variant", "seed", *axes, "epoch"]
         curves_table = curves_table[first + [c for c in curves_table if c not in first]]
-    columns = ["variant", "seed", *axes, *RUN_COLUMNS[2:]]
+    # An axis may be a column the summary records too (--epochs 30,60): listed once.
+    columns = list(dict.fromkeys(["variant", "seed", *axes, *RUN_COLUMNS[2:]]))
     runs_table = pd.DataFrame(runs)
     extra = [c for c in runs_table if c not in columns]
     return curves_table, runs_table.reindex(columns=columns + extra)
