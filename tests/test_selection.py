@@ -233,8 +233,13 @@ def test_an_epochs_axis_is_one_column_of_the_tables_and_its_report_is_written(tm
     assert runs["epochs"].tolist() == [30, 30, 60, 60, 120, 120] * 4
     meta = dict(kind="image", baseline="none", axes=axes, tuned=[], chance=0.1)
     meta |= dict(data="fixture", command="python -m x")
-    (trend,) = Grid(curves, runs, meta).interactions.itertuples()
+    grid = Grid(curves, runs, meta)
+    (trend,) = grid.interactions.itertuples()
     assert trend.x == "log2(epochs)" and trend.slope == pytest.approx(0.05, abs=0.02)
+    # Every run peaked in its last epoch, so each condition flags them under-trained
+    # against its own epoch budget.
+    for _, study in grid.conditions:
+        assert study.seeds["under_trained"].tolist() == [1.0] * 8
     assert "log2(epochs)" in write_report(curves, runs, meta, tmp_path / "out").read_text()
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from keras_attn.study import comparisons, selection
 from keras_attn.study.comparisons import LOG2_AXES
+from keras_attn.study.grid import RUN_COLUMNS
 from keras_attn.study.report.analysis import Study
 from keras_attn.study.report.formatting import num
 
@@ -68,7 +69,10 @@ class Grid:
         if len(curves) and all(k in curves for k in keys):
             mine = curves.merge(runs[keys], on=keys, how="inner")
         meta = dict(self.meta, condition=condition_label(condition))
-        return Study(mine, runs.drop(columns=[*self.axes, "selected"], errors="ignore"), meta)
+        # An axis that is also the run's own record (`epochs`) stays: the stability
+        # endpoints read it.
+        axes = [a for a in self.axes if a not in RUN_COLUMNS]
+        return Study(mine, runs.drop(columns=[*axes, "selected"], errors="ignore"), meta)
 
     def _tuning(self) -> dict | None:
         if selection.TUNED not in self.tuned or selection.TUNED not in self.runs:
