@@ -1,7 +1,9 @@
 """keras_attn.training on a tiny real model and real tf.data: schedules, decay, history, resume."""
 
+import gc
 import json
 import os
+import signal
 
 import keras
 import numpy as np
@@ -244,3 +246,58 @@ def test_intra_op_threads_reads_what_a_worker_is_given(monkeypatch):
     assert intra_op_threads() == 1
     monkeypatch.delenv("TF_NUM_INTRAOP_THREADS")
     assert intra_op_threads() == os.cpu_count()
+
+
+class _CtrlCInGarbageCollection(keras.callbacks.Callback):
+    """Presses Ctrl-C while a garbage-collector callback runs, as one of JAX's did."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch != 0:
+            return
+
+        def collecting(phase, info):
+            gc.callbacks.remove(collecting)
+            os.kill(os.getpid(), signal.SIGINT)  # its KeyboardInterrupt is raised here
+
+        gc.callbacks.append(collecting)
+        gc.collect()  # Python prints "Exception ignored in ..." and drops the interrupt
+
+
+def test_a_ctrl_c_dropped_by_a_gc_callback_still_stops_the_run(tmp_path):
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _run(
+                tmp_path,
+                TrainingSpec(epochs=4, batch_size=16),
+                extra_callbacks=[_CtrlCInGarbageCollection()],
+            )
+    finally:
+        restored = signal.signal(signal.SIGINT, previous)
+    assert restored is signal.default_int_handler  # the run put its handler back
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["epochs_completed"] == 1
+    assert pd.read_csv(tmp_path / "run" / "history.csv")["epoch"].tolist() == [1]
+
+
+class _InterruptAtFirstEpochEnd(keras.callbacks.Callback):
+    """Ctrl-C after TensorBoard logged epoch 1 and before its backup was written."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+
+def test_a_run_stopped_before_its_first_backup_restarts_with_its_logs_once(tmp_path):
+    cfg = TrainingSpec(epochs=2, batch_size=16)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, cfg, extra_callbacks=[_InterruptAtFirstEpochEnd()])
+    assert not (tmp_path / "run" / "backup").exists()
+    assert _run(tmp_path, cfg)["status"] == "completed"
+    steps = [
+        event.step
+        for path in (tmp_path / "run" / "logs" / "validation").glob("events.out.tfevents.*")
+        for event in tf.compat.v1.train.summary_iterator(str(path))
+        for value in event.summary.value
+        if value.tag == "epoch_accuracy"
+    ]
+    assert sorted(steps) == [0, 1]  # not epoch 1 twice

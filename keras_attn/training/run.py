@@ -36,6 +36,7 @@ from keras_attn.training.callbacks import (
 from keras_attn.training.config import TrainingSpec
 from keras_attn.training.distribute import distribution_strategy
 from keras_attn.training.files import atomic_write_json, read_json
+from keras_attn.training.interrupt import InterruptCheck
 from keras_attn.training.optim import make_loss, make_optimizer
 from keras_attn.training.stability import GeneralizationGap, with_stability_metrics
 
@@ -255,6 +256,11 @@ def run_training(
     elif initial_epoch:
         start_epoch = initial_epoch
         model.optimizer.iterations.assign(initial_epoch * steps_per_epoch)
+    else:
+        # An attempt stopped before its first backup starts again from epoch 1: the
+        # epochs it logged would show twice in TensorBoard.
+        for split in ("train", "validation"):
+            shutil.rmtree(run_dir / "logs" / split, ignore_errors=True)
     num_classes = int(model.output.shape[-1])
 
     print(acceleration.precision_line(cfg.mixed_precision))
@@ -334,17 +340,19 @@ def run_training(
     # which took about as long as the first (~4 s of CPU for the default image model).
     with model.distribute_strategy.scope():
         model._symbolic_build(data_batch=train.element_spec)
+    interrupt_check = InterruptCheck()
     try:
-        model.fit(
-            train,
-            epochs=last_epoch,
-            initial_epoch=start_epoch,
-            steps_per_epoch=steps_per_epoch,
-            validation_data=val,
-            callbacks=callbacks,
-            verbose=1 if progress_bar else 0,
-            shuffle=False,  # the datasets fix the order per seed and epoch
-        )
+        with interrupt_check:
+            model.fit(
+                train,
+                epochs=last_epoch,
+                initial_epoch=start_epoch,
+                steps_per_epoch=steps_per_epoch,
+                validation_data=val,
+                callbacks=[interrupt_check, *callbacks],
+                verbose=1 if progress_bar else 0,
+                shuffle=False,  # the datasets fix the order per seed and epoch
+            )
     except RuntimeError as err:
         if "NaN or Inf loss" not in str(err):
             raise
