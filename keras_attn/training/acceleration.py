@@ -75,10 +75,13 @@ def resolve_precision(setting: str) -> tuple[str, str]:
 
 
 def precision_line(setting: str) -> str:
-    """The one line a run prints about its precision, saying when it is auto's choice."""
+    """The one line a run prints about its precision, saying when it is auto's choice.
+
+    `setting` is the resolved one (a spec resolves `auto` when it is made), so the line
+    cannot tell `auto` from an explicit choice that equals it, and words it for both."""
     precision, why = resolve_precision(setting)
     auto, auto_why = resolve_precision("auto")
-    where = f"auto here: {auto_why}" if precision == auto else "as asked"
+    where = f"what auto picks here: {auto_why}" if precision == auto else "as asked"
     return f"Precision: {POLICIES[precision]} ({where})"
 
 
