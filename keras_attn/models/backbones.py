@@ -20,6 +20,7 @@ import keras
 
 from keras_attn.errors import UserError
 from keras_attn.layers import get_attention
+from keras_attn.models import batch_norm
 
 BACKBONES = (
     "small_cnn",
@@ -53,7 +54,7 @@ def _conv(x, filters, kernel_size, name, seed, strides=1):
 
 
 def _bn_relu(x, name):
-    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = batch_norm.BatchNormalization(name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 

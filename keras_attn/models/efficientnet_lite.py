@@ -36,7 +36,7 @@ import numpy as np
 
 from keras_attn.errors import UserError
 from keras_attn.files import atomic_path
-from keras_attn.models import efficientnet_weights
+from keras_attn.models import batch_norm, efficientnet_weights
 
 # (expand ratio, kernel, stride of the first repeat, output channels, repeats), per stage.
 LITE0_STAGES = (
@@ -60,7 +60,7 @@ MEAN, STD = 127.0, 128.0
 
 
 def _bn(x, name):
-    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
+    return batch_norm.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
 
 
 def _relu6(x, name):
