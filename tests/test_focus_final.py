@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -72,6 +73,10 @@ def test_a_tied_maximum_half_inside_scores_half():
 def test_a_flat_map_points_nowhere():
     maps = np.full((2, 8, 8), 0.3)
     assert np.isnan(pointing_game(maps, [QUARTER] * 2)).all()
+    # A collapsed model's map holds NaN: nowhere too, and no RuntimeWarning on the way.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(pointing_game(np.full((1, 8, 8), np.nan), [QUARTER])).all()
     # AUROC is defined, at chance; a box over all cells or none leaves nothing to rank.
     np.testing.assert_allclose(map_auroc(maps, [QUARTER, QUARTER]), [0.5, 0.5])
     assert np.isnan(map_auroc(_peaked(1, 1, n=2), [[0, 0, 1, 1], [0, 0, 0, 0]])).all()

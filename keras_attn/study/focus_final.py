@@ -55,12 +55,13 @@ def pointing_game(maps: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     backprop"). When several cells share the maximum exactly, the score is the share
     of them inside the box (a tie half in, half out scores 0.5), so a tie is neither
     rewarded nor punished by where argmax happens to look first. A flat map points
-    nowhere: NaN.
+    nowhere: NaN; so does a map holding NaN (a collapsed model's), without a warning.
     """
     maps = np.asarray(maps, np.float64)
     inside = inside_cells(boxes, *maps.shape[1:])
     top = maps == maps.max(axis=(1, 2), keepdims=True)
-    hits = (top & inside).sum(axis=(1, 2)) / top.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore"):  # no cell equals a NaN maximum: 0 / 0
+        hits = (top & inside).sum(axis=(1, 2)) / top.sum(axis=(1, 2))
     return np.where(_flat(maps), np.nan, hits)
 
 
