@@ -116,7 +116,7 @@ def main() -> None:
     print(machine_line())
     print(
         f"{args.backbone} at {size} px, batch {args.batch}, {args.steps} profiled steps, "
-        f"{acceleration.precision_line(spec.mixed_precision)}"
+        f"{acceleration.precision_line(spec.mixed_precision, spec.BF16_PAYS_ON_CPU)}"
     )
 
     per_step: dict[str, dict[str, float]] = {}

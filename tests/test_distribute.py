@@ -39,7 +39,9 @@ SCRIPT = textwrap.dedent("""
 
     losses = {}
     for strategy in ("none", "mirrored"):
-        cfg = TrainingSpec(epochs=3, batch_size=16, lr=1e-2, strategy=strategy)
+        cfg = TrainingSpec(
+            epochs=3, batch_size=16, lr=1e-2, strategy=strategy, mixed_precision="off"
+        )
         val = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
         run_training(build, train_data, val, 4, cfg, f"{sys.argv[1]}/{strategy}")
         import pandas as pd

@@ -54,6 +54,9 @@ class ImageExperiment(TrainingSpec):
             warmup_epochs=0.0,
             label_smoothing=0.1,
             seed=42,
+            # The DenseNet's step ran 0.90x as fast in bf16 as in float32 on a CPU with AMX,
+            # where auto would pick bf16 for image runs (benchmarks/RESULTS.md section 15).
+            mixed_precision="off",
         ),
     }
     NAME_FIELDS = ("data", "backbone", "attention")

@@ -67,6 +67,10 @@ class VideoExperiment(TrainingSpec):
     original validated on test (`val_split="test"` reproduces that)."""
 
     NAME_FIELDS = ("data_name", "temporal")
+    # bf16 does not pay here on a CPU with AMX: the default video run took 0.97x the time of
+    # float32 (the head is too small to gain) and EfficientNet-Lite0 encodes frames 0.79x as
+    # fast at 224 px (benchmarks/RESULTS.md section 15), so auto stays float32.
+    BF16_PAYS_ON_CPU = False
     # The original study's video run: WLASL100's index, the first 10 glosses alphabetically
     # among available videos, 8 consecutive centre frames, a TCN head, batch 4, AdamW 1e-3,
     # 20 epochs, early stopping patience 5, validated on the test split.
@@ -508,7 +512,7 @@ def prepare_video_inputs(
             else ""
         )
         raise UserError(f"{index.index_file}: no readable validation clip{hint}")
-    precision, _ = acceleration.resolve_precision(precision)
+    precision, _ = acceleration.resolve_precision(precision, VideoExperiment.BF16_PAYS_ON_CPU)
     encoder, weights_used = frame_encoder(backbone, image_size, weights, feature_maps, precision)
     encoder_key = f"{backbone}-{weights_used}-{image_size}-{'map' if feature_maps else 'pooled'}"
     if precision != "off":  # float32 keys stay as they were before precision was in them

@@ -220,7 +220,7 @@ def software_versions() -> dict:
     }
 
 
-def check_same_precision(out: Path, precision: str) -> None:
+def check_same_precision(out: Path, precision: str, bf16_pays: bool = True) -> None:
     """Refuses to go on with a study in `out` that computed in another precision: `auto`
     resolves per machine, so the same command on a CPU with bfloat16 units would otherwise
     stop at the first finished run (its config differs) or mix precisions in one grid."""
@@ -228,7 +228,7 @@ def check_same_precision(out: Path, precision: str) -> None:
     before = recorded.get("config", {}).get("mixed_precision")
     if before is None or before == precision:
         return
-    auto, why = acceleration.resolve_precision("auto")
+    auto, why = acceleration.resolve_precision("auto", bf16_pays)
     here = f" (what auto is here: {why})" if precision == auto else ""
     raise UserError(
         f"{out} holds a study computed with --mixed-precision {before}; this command's is "
@@ -280,7 +280,7 @@ def main():
     start = seed_rule.first_seeds(study.seeds, target, study.max_seeds)
     seeds = list(range(base.seed, base.seed + start))
     out = Path(study.out or os.path.join("runs", "study", args.kind))
-    check_same_precision(out, base.mixed_precision)
+    check_same_precision(out, base.mixed_precision, base.BF16_PAYS_ON_CPU)
     if study.seeds == seed_rule.AUTO and role != "single":
         raise UserError(
             "--seeds auto needs the whole grid's results after each round: run it in one "

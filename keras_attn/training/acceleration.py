@@ -1,12 +1,13 @@
 """Mixed precision and XLA: on where the hardware gains from them, off where they cost.
 
 `--mixed-precision auto` resolves, once per spec, to the policy this machine gains from:
-`on` (float16 compute) with a GPU, `off` (float32) otherwise; on CPU float16 math is
-emulated. `bf16` (bfloat16 compute) is for CPUs whose flags show bfloat16 units
-(`amx_bf16`, `avx512_bf16`: TensorFlow's oneDNN runs bfloat16 matrix products and
-convolutions on them); auto says when a CPU has them, and picks bf16 there once its
-accuracy parity is shown (`AUTO_BF16_ON_CPU`). The resolved value is what a run's
-`config.json` and name record, so a run resumed on another machine keeps its precision.
+`on` (float16 compute) with a GPU; `bf16` (bfloat16 compute) on a CPU with AMX
+(`amx_bf16`), where the default image run trains about 1.5x faster with its accuracy in
+float32's seed range (benchmarks/RESULTS.md section 15); `off` (float32) otherwise: on CPU
+float16 math is emulated, and AVX512-BF16 without AMX gained 1.17x and did not show parity
+(section 13), so there auto says the units are there and stays float32. The resolved value
+is what a run's `config.json` and name record, so a run resumed on another machine keeps
+its precision.
 `--jit-compile auto` turns XLA on with a GPU only: it made the original study's model
 slower on 2 cores (0.68x-0.78x, `benchmarks/seed_model.py`, benchmarks/RESULTS.md).
 """
@@ -25,11 +26,10 @@ PRECISIONS = ("auto", "on", "bf16", "off")
 # Each concrete --mixed-precision value and the Keras dtype policy it builds layers with.
 POLICIES = {"on": "mixed_float16", "bf16": "mixed_bfloat16", "off": "float32"}
 BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
-# auto would pick bf16 on such CPUs once float32-vs-bf16 runs of the default image and
-# video experiments (3 seeds each) show the same accuracy and a gain in speed (issue 16).
-# Measured on AVX512-BF16 without AMX (benchmarks/RESULTS.md section 13): the image run
-# 1.17x faster, its accuracy outside float32's seed range, frame encoding 0.76x: not yet.
-AUTO_BF16_ON_CPU = False
+# The units auto picks bf16 for: float32-vs-bf16 runs of the default image experiment
+# (3 seeds) showed a gain of about 1.5x and accuracy in float32's seed range with AMX
+# (RESULTS.md section 15); with AVX512-BF16 alone 1.17x and no parity (section 13).
+AUTO_BF16_UNITS = ("amx_bf16",)
 
 
 @functools.cache
@@ -58,29 +58,39 @@ def resolve(setting: str) -> bool:
     return _has_gpu() if setting == "auto" else setting == "on"
 
 
-def resolve_precision(setting: str) -> tuple[str, str]:
-    """`--mixed-precision` -> (`on` | `bf16` | `off`, why, in a few words)."""
+def resolve_precision(setting: str, bf16_pays: bool = True) -> tuple[str, str]:
+    """`--mixed-precision` -> (`on` | `bf16` | `off`, why, in a few words); `bf16_pays`:
+    whether the experiment gains from bfloat16 on a CPU with AMX (the spec's
+    `BF16_PAYS_ON_CPU`)."""
     if setting not in PRECISIONS:
         raise ValueError(f"unknown precision '{setting}'; valid: {', '.join(PRECISIONS)}")
     if setting != "auto":
         return setting, "as asked"
-    if _has_gpu():
+    return auto_precision(_has_gpu(), cpu_bfloat16_units(), bf16_pays)
+
+
+def auto_precision(
+    has_gpu: bool, units: tuple[str, ...], bf16_pays: bool = True
+) -> tuple[str, str]:
+    """What `auto` resolves to with or without a GPU and with these CPU bfloat16 `units`."""
+    if has_gpu:
         return "on", "a GPU: float16 compute"
-    units = cpu_bfloat16_units()
-    if units and AUTO_BF16_ON_CPU:
-        return "bf16", f"a CPU with {' and '.join(units)}: bfloat16 compute"
+    amx = any(unit in AUTO_BF16_UNITS for unit in units)
+    if amx and bf16_pays:
+        return "bf16", f"no GPU; a CPU with {' and '.join(units)}: bfloat16 compute"
     if units:
-        return "off", f"no GPU; the CPU's {' and '.join(units)} would run --mixed-precision bf16"
+        why = "it does not pay for this experiment" if amx else "it did not pay without AMX"
+        return "off", f"no GPU; the CPU's {' and '.join(units)} would run bf16, but {why}"
     return "off", "no GPU and no bfloat16 units on the CPU: float32"
 
 
-def precision_line(setting: str) -> str:
+def precision_line(setting: str, bf16_pays: bool = True) -> str:
     """The one line a run prints about its precision, saying when it is auto's choice.
 
     `setting` is the resolved one (a spec resolves `auto` when it is made), so the line
     cannot tell `auto` from an explicit choice that equals it, and words it for both."""
-    precision, why = resolve_precision(setting)
-    auto, auto_why = resolve_precision("auto")
+    precision, why = resolve_precision(setting, bf16_pays)
+    auto, auto_why = resolve_precision("auto", bf16_pays)
     where = f"what auto picks here: {auto_why}" if precision == auto else "as asked"
     return f"Precision: {POLICIES[precision]} ({where})"
 

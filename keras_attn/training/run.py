@@ -263,7 +263,7 @@ def run_training(
             shutil.rmtree(run_dir / "logs" / split, ignore_errors=True)
     num_classes = int(model.output.shape[-1])
 
-    print(acceleration.precision_line(cfg.mixed_precision))
+    print(acceleration.precision_line(cfg.mixed_precision, cfg.BF16_PAYS_ON_CPU))
     if start_epoch:
         print(f"Resuming {run_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
     to_one_hot = _one_hot(num_classes)
