@@ -45,18 +45,18 @@ def test_the_cpu_flags_that_mean_bfloat16_units_are_read_from_cpuinfo(tmp_path):
     assert acceleration.cpu_bfloat16_units(str(tmp_path / "absent")) == ()
 
 
-def test_auto_picks_bfloat16_on_a_cpu_with_amx_only():
+def test_auto_picks_bfloat16_on_a_cpu_with_bfloat16_units_for_image_runs():
     auto = acceleration.auto_precision
     assert auto(True, ("amx_bf16", "avx512_bf16")) == ("on", "a GPU: float16 compute")
     precision, why = auto(False, ("amx_bf16", "avx512_bf16"))
     assert precision == "bf16" and "amx_bf16 and avx512_bf16" in why
     precision, why = auto(False, ("avx512_bf16",))
-    assert precision == "off"
-    assert why.endswith("avx512_bf16 would run bf16, but it did not pay without AMX")
+    assert precision == "bf16" and why == "no GPU; a CPU with avx512_bf16: bfloat16 compute"
     assert auto(False, ()) == ("off", "no GPU and no bfloat16 units on the CPU: float32")
-    # Video runs did not gain from bf16 with AMX either: auto stays float32 for them.
-    precision, why = auto(False, ("amx_bf16",), bf16_pays=False)
-    assert precision == "off" and why.endswith("but it does not pay for this experiment")
+    # Video runs did not gain from bf16 with either unit: auto stays float32 for them.
+    for units in (("amx_bf16",), ("avx512_bf16",)):
+        precision, why = auto(False, units, bf16_pays=False)
+        assert precision == "off" and why.endswith("but it does not pay for this experiment")
     assert ImageExperiment.BF16_PAYS_ON_CPU and not VideoExperiment.BF16_PAYS_ON_CPU
     assert VideoExperiment().mixed_precision == "off"  # no GPU here
     assert VideoExperiment(mixed_precision="bf16").mixed_precision == "bf16"
@@ -65,7 +65,7 @@ def test_auto_picks_bfloat16_on_a_cpu_with_amx_only():
 def test_a_spec_holds_what_auto_resolved_to_so_the_run_records_its_precision():
     here, why = acceleration.resolve_precision("auto")
     units = acceleration.cpu_bfloat16_units()
-    assert here == ("bf16" if "amx_bf16" in units else "off")  # no GPU here
+    assert here == ("bf16" if units else "off")  # no GPU here
     assert all(unit in why for unit in units)  # the line says what the CPU has
     spec = TrainingSpec()
     assert spec.mixed_precision == here and spec.config()["mixed_precision"] == here

@@ -55,7 +55,7 @@ class ImageExperiment(TrainingSpec):
             label_smoothing=0.1,
             seed=42,
             # The DenseNet's step ran 0.90x as fast in bf16 as in float32 on a CPU with AMX,
-            # where auto would pick bf16 for image runs (benchmarks/RESULTS.md section 15).
+            # where auto picks bf16 for image runs (benchmarks/RESULTS.md section 15).
             mixed_precision="off",
         ),
     }

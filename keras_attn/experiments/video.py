@@ -67,9 +67,10 @@ class VideoExperiment(TrainingSpec):
     original validated on test (`val_split="test"` reproduces that)."""
 
     NAME_FIELDS = ("data_name", "temporal")
-    # bf16 does not pay here on a CPU with AMX: the default video run took 0.97x the time of
-    # float32 (the head is too small to gain) and EfficientNet-Lite0 encodes frames 0.79x as
-    # fast at 224 px (benchmarks/RESULTS.md section 15), so auto stays float32.
+    # bf16 does not pay here on a CPU with bfloat16 units: with AMX the default video run took
+    # 0.97x the time of float32 (the head is too small to gain) and EfficientNet-Lite0
+    # encodes frames 0.79x as fast at 224 px (benchmarks/RESULTS.md section 15), with
+    # AVX512-BF16 alone 0.76x (section 13), so auto stays float32.
     BF16_PAYS_ON_CPU = False
     # The original study's video run: WLASL100's index, the first 10 glosses alphabetically
     # among available videos, 8 consecutive centre frames, a TCN head, batch 4, AdamW 1e-3,

@@ -1,13 +1,12 @@
 """Mixed precision and XLA: on where the hardware gains from them, off where they cost.
 
 `--mixed-precision auto` resolves, once per spec, to the policy this machine gains from:
-`on` (float16 compute) with a GPU; `bf16` (bfloat16 compute) on a CPU with AMX
-(`amx_bf16`), where the default image run trains about 1.5x faster with its accuracy in
-float32's seed range (benchmarks/RESULTS.md section 15); `off` (float32) otherwise: on CPU
-float16 math is emulated, and AVX512-BF16 without AMX gained 1.17x and did not show parity
-(section 13), so there auto says the units are there and stays float32. The resolved value
-is what a run's `config.json` and name record, so a run resumed on another machine keeps
-its precision.
+`on` (float16 compute) with a GPU; `bf16` (bfloat16 compute) on a CPU with bfloat16 units
+(AMX or AVX512-BF16), where the default image run trains about 1.5x faster with its accuracy
+not below float32's (benchmarks/RESULTS.md sections 15 and 16), unless the experiment says
+bf16 does not pay for it (video runs); `off` (float32) otherwise: on CPU without those units
+float16 and bfloat16 math are emulated. The resolved value is what a run's `config.json` and
+name record, so a run resumed on another machine keeps its precision.
 `--jit-compile auto` turns XLA on with a GPU only: it made the original study's model
 slower on 2 cores (0.68x-0.78x, `benchmarks/seed_model.py`, benchmarks/RESULTS.md).
 """
@@ -25,11 +24,10 @@ SETTINGS = ("auto", "on", "off")
 PRECISIONS = ("auto", "on", "bf16", "off")
 # Each concrete --mixed-precision value and the Keras dtype policy it builds layers with.
 POLICIES = {"on": "mixed_float16", "bf16": "mixed_bfloat16", "off": "float32"}
+# The CPU flags of bfloat16 units; auto picks bf16 with either. The default image run
+# (3 seeds, float32 against bf16) trained 1.52x faster with AMX (RESULTS.md section 15) and
+# 1.49x with AVX512-BF16 alone (a Zen 4 host, section 16), its accuracy not lower in both.
 BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
-# The units auto picks bf16 for: float32-vs-bf16 runs of the default image experiment
-# (3 seeds) showed a gain of about 1.5x and accuracy in float32's seed range with AMX
-# (RESULTS.md section 15); with AVX512-BF16 alone 1.17x and no parity (section 13).
-AUTO_BF16_UNITS = ("amx_bf16",)
 
 
 @functools.cache
@@ -60,7 +58,7 @@ def resolve(setting: str) -> bool:
 
 def resolve_precision(setting: str, bf16_pays: bool = True) -> tuple[str, str]:
     """`--mixed-precision` -> (`on` | `bf16` | `off`, why, in a few words); `bf16_pays`:
-    whether the experiment gains from bfloat16 on a CPU with AMX (the spec's
+    whether the experiment gains from bfloat16 on a CPU with bfloat16 units (the spec's
     `BF16_PAYS_ON_CPU`)."""
     if setting not in PRECISIONS:
         raise ValueError(f"unknown precision '{setting}'; valid: {', '.join(PRECISIONS)}")
@@ -75,12 +73,13 @@ def auto_precision(
     """What `auto` resolves to with or without a GPU and with these CPU bfloat16 `units`."""
     if has_gpu:
         return "on", "a GPU: float16 compute"
-    amx = any(unit in AUTO_BF16_UNITS for unit in units)
-    if amx and bf16_pays:
+    if units and bf16_pays:
         return "bf16", f"no GPU; a CPU with {' and '.join(units)}: bfloat16 compute"
     if units:
-        why = "it does not pay for this experiment" if amx else "it did not pay without AMX"
-        return "off", f"no GPU; the CPU's {' and '.join(units)} would run bf16, but {why}"
+        return "off", (
+            f"no GPU; the CPU's {' and '.join(units)} would run bf16, "
+            "but it does not pay for this experiment"
+        )
     return "off", "no GPU and no bfloat16 units on the CPU: float32"
 
 

@@ -28,9 +28,9 @@ class TrainingSpec(Spec):
     1e-4, label smoothing 0.1, cosine schedule); each experiment sets its own.
     """
 
-    # Whether `--mixed-precision auto` picks bf16 on a CPU with AMX for this experiment:
-    # it trains the default image run about 1.5x faster there (benchmarks/RESULTS.md
-    # section 15). Not a setting: a fact about the experiment, measured.
+    # Whether `--mixed-precision auto` picks bf16 on a CPU with bfloat16 units for this
+    # experiment: it trains the default image run about 1.5x faster there (benchmarks/
+    # RESULTS.md sections 15 and 16). Not a setting: a fact about the experiment, measured.
     BF16_PAYS_ON_CPU: ClassVar[bool] = True
 
     epochs: int = setting(100, "epochs to train", check=at_least(1))
@@ -87,8 +87,8 @@ class TrainingSpec(Spec):
     mixed_precision: str = setting(
         "auto",
         "on: float16 compute, bf16: bfloat16 compute (float32 weights both), off: float32; "
-        "auto: on with a GPU, bf16 on a CPU with AMX for image runs (video runs do not "
-        "gain from it), else off (a run records what auto resolved to)",
+        "auto: on with a GPU, bf16 on a CPU with AMX or AVX512-BF16 for image runs (video "
+        "runs do not gain from it), else off (a run records what auto resolved to)",
         choices=acceleration.PRECISIONS,
     )
     jit_compile: str = setting("auto", "XLA; auto: on with a GPU", choices=AUTO_ON_OFF)
