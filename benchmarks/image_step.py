@@ -204,7 +204,7 @@ def main() -> None:
         f"batch {args.batch}, {args.steps} timed steps x {args.repeats} repeats (median), "
         f"{args.warmup} warm-up steps; AdamW lr {spec.lr} wd {spec.weight_decay}, label "
         f"smoothing {spec.label_smoothing}, XLA {acceleration.resolve(spec.jit_compile)}, mixed "
-        f"precision {acceleration.resolve_precision(spec.mixed_precision)[0]} "
+        f"precision {spec.mixed_precision} "  # the spec resolved auto
         f"(--mixed-precision {spec.mixed_precision}); random weights, "
         f"{NUM_CLASSES} classes"
     )

@@ -47,12 +47,12 @@ def test_the_cpu_flags_that_mean_bfloat16_units_are_read_from_cpuinfo(tmp_path):
 
 def test_auto_picks_bfloat16_on_a_cpu_with_bfloat16_units_for_image_runs():
     auto = acceleration.auto_precision
-    assert auto(True, ("amx_bf16", "avx512_bf16")) == ("on", "a GPU: float16 compute")
-    precision, why = auto(False, ("amx_bf16", "avx512_bf16"))
+    assert auto(True, ("amx_bf16", "avx512_bf16"), True) == ("on", "a GPU: float16 compute")
+    precision, why = auto(False, ("amx_bf16", "avx512_bf16"), True)
     assert precision == "bf16" and "amx_bf16 and avx512_bf16" in why
-    precision, why = auto(False, ("avx512_bf16",))
+    precision, why = auto(False, ("avx512_bf16",), True)
     assert precision == "bf16" and why == "no GPU; a CPU with avx512_bf16: bfloat16 compute"
-    assert auto(False, ()) == ("off", "no GPU and no bfloat16 units on the CPU: float32")
+    assert auto(False, (), True) == ("off", "no GPU and no bfloat16 units on the CPU: float32")
     # Video runs did not gain from bf16 with either unit: auto stays float32 for them.
     for units in (("amx_bf16",), ("avx512_bf16",)):
         precision, why = auto(False, units, bf16_pays=False)
@@ -63,7 +63,7 @@ def test_auto_picks_bfloat16_on_a_cpu_with_bfloat16_units_for_image_runs():
 
 
 def test_a_spec_holds_what_auto_resolved_to_so_the_run_records_its_precision():
-    here, why = acceleration.resolve_precision("auto")
+    here, why = acceleration.resolve_precision("auto", TrainingSpec.BF16_PAYS_ON_CPU)
     units = acceleration.cpu_bfloat16_units()
     assert here == ("bf16" if units else "off")  # no GPU here
     assert all(unit in why for unit in units)  # the line says what the CPU has
@@ -79,10 +79,10 @@ def test_a_spec_holds_what_auto_resolved_to_so_the_run_records_its_precision():
     )
     # A config.json from before auto was resolved reads back as what it computed in then.
     assert TrainingSpec.upgrade({"mixed_precision": "auto"}) == {"mixed_precision": "off"}
-    line = acceleration.precision_line(here)
+    line = acceleration.precision_line(here, TrainingSpec.BF16_PAYS_ON_CPU)
     assert line.startswith(f"Precision: {acceleration.POLICIES[here]} ")
     assert "what auto picks here" in line
-    assert acceleration.precision_line("on").endswith("as asked)") or here == "on"
+    assert acceleration.precision_line("on", True).endswith("as asked)") or here == "on"
 
 
 @pytest.mark.parametrize("attention", attention_names())

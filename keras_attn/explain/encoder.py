@@ -59,7 +59,7 @@ def rebuild_frame_encoder(
         size,
         spec.backbone_weights,
         feature_maps=spec.frame_attention != "none",
-        precision=acceleration.resolve_precision(spec.mixed_precision)[0],
+        precision=acceleration.resolve_precision(spec.mixed_precision, spec.BF16_PAYS_ON_CPU)[0],
     )
     check_recorded(summary, spec.backbone, used)
     if used == "random":

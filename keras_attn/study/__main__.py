@@ -220,7 +220,7 @@ def software_versions() -> dict:
     }
 
 
-def check_same_precision(out: Path, precision: str, bf16_pays: bool = True) -> None:
+def check_same_precision(out: Path, precision: str, bf16_pays: bool) -> None:
     """Refuses to go on with a study in `out` that computed in another precision: `auto`
     resolves per machine, so the same command on a CPU with bfloat16 units would otherwise
     stop at the first finished run (its config differs) or mix precisions in one grid."""

@@ -56,7 +56,7 @@ def resolve(setting: str) -> bool:
     return _has_gpu() if setting == "auto" else setting == "on"
 
 
-def resolve_precision(setting: str, bf16_pays: bool = True) -> tuple[str, str]:
+def resolve_precision(setting: str, bf16_pays: bool) -> tuple[str, str]:
     """`--mixed-precision` -> (`on` | `bf16` | `off`, why, in a few words); `bf16_pays`:
     whether the experiment gains from bfloat16 on a CPU with bfloat16 units (the spec's
     `BF16_PAYS_ON_CPU`)."""
@@ -67,9 +67,7 @@ def resolve_precision(setting: str, bf16_pays: bool = True) -> tuple[str, str]:
     return auto_precision(_has_gpu(), cpu_bfloat16_units(), bf16_pays)
 
 
-def auto_precision(
-    has_gpu: bool, units: tuple[str, ...], bf16_pays: bool = True
-) -> tuple[str, str]:
+def auto_precision(has_gpu: bool, units: tuple[str, ...], bf16_pays: bool) -> tuple[str, str]:
     """What `auto` resolves to with or without a GPU and with these CPU bfloat16 `units`."""
     if has_gpu:
         return "on", "a GPU: float16 compute"
@@ -83,7 +81,7 @@ def auto_precision(
     return "off", "no GPU and no bfloat16 units on the CPU: float32"
 
 
-def precision_line(setting: str, bf16_pays: bool = True) -> str:
+def precision_line(setting: str, bf16_pays: bool) -> str:
     """The one line a run prints about its precision, saying when it is auto's choice.
 
     `setting` is the resolved one (a spec resolves `auto` when it is made), so the line

@@ -179,7 +179,7 @@ def compile_for_training(
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
-    precision, _ = acceleration.resolve_precision(cfg.mixed_precision)
+    precision, _ = acceleration.resolve_precision(cfg.mixed_precision, cfg.BF16_PAYS_ON_CPU)
     # Variables created in the strategy's scope are mirrored; fit then splits each batch.
     with distribution_strategy(cfg.strategy).scope(), acceleration.precision_policy(precision):
         model = with_stability_metrics(acceleration.float32_logits(build_model()))
