@@ -205,7 +205,7 @@ def main() -> None:
         f"{args.warmup} warm-up steps; AdamW lr {spec.lr} wd {spec.weight_decay}, label "
         f"smoothing {spec.label_smoothing}, XLA {acceleration.resolve(spec.jit_compile)}, mixed "
         f"precision {spec.mixed_precision} "  # the spec resolved auto
-        f"(--mixed-precision {spec.mixed_precision}); random weights, "
+        f"(--mixed-precision {args.mixed_precision}); random weights, "
         f"{NUM_CLASSES} classes"
     )
 
